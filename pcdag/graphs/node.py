@@ -1,0 +1,208 @@
+"""Node specs: the typed signature every node declares, and the three shapes of node the runtime executes.
+
+A node class declares, as class attributes, everything the compiler needs before any data is touched:
+
+    inputs / outputs   port name -> ``In``/``Out`` with a ``PortType``
+    Params             attrs class; validators give the allowed values (``pcdag.graphs.params``)
+    placements         where it may run (first = default); see ``Placement``
+    version            bump when the math changes: it is part of every cache key downstream
+    requires           optional importable modules it needs (``spconv``, ``pycolmap``, ``av``)
+    fields()           which point fields it reads, writes and drops (may depend on parameters)
+
+Instances are *configured* nodes: ``GridSample(grid_size=0.05)`` validates its parameters at once.
+
+Three shapes of executable node:
+    ``CloudTransform``   one cloud in, the same cloud out, ``apply(cloud, rng)``; fusable into a chain
+    ``SceneSource``      lists scenes (with split and room) and loads one; the start of offline stages
+    ``Node.run``         anything else: ``run(rng, **inputs) -> {output: value}``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+from pcdag.graphs.cloud import PointCloud
+from pcdag.graphs.params import ParamError, build_params, describe
+from pcdag.graphs.ports import POINT_CLOUD, Placement, PortType
+
+
+@attrs.frozen
+class In:
+    """An input port: its type, whether it must be connected, and a line of documentation."""
+
+    type: PortType
+    required: bool = True
+    doc: str = ""
+
+
+@attrs.frozen
+class Out:
+    """An output port."""
+
+    type: PortType
+    doc: str = ""
+
+
+@attrs.frozen
+class FieldEffect:
+    """How a node changes the fields of the point clouds flowing through it.
+
+    ``reads`` must be present upstream (validation fails otherwise); ``optional_reads`` are used when present
+    (e.g. rotations also rotate normals); ``writes`` are added or replaced; ``drops`` are removed.
+    """
+
+    reads: frozenset[str] = frozenset()
+    optional_reads: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+    drops: frozenset[str] = frozenset()
+
+
+def effect(reads=(), optional_reads=(), writes=(), drops=()) -> FieldEffect:
+    """Shorthand: ``effect(reads=["coord"], writes=["normal"])``."""
+    return FieldEffect(frozenset(reads), frozenset(optional_reads), frozenset(writes), frozenset(drops))
+
+
+@attrs.frozen
+class NoParams:
+    """Parameter class of nodes without parameters."""
+
+
+class Node:
+    """Base class of all nodes. Subclasses set the class attributes described in the module docstring."""
+
+    role: ClassVar[str] = "general"
+    placements: ClassVar[tuple[Placement, ...]] = (Placement.OFFLINE,)
+    version: ClassVar[int] = 1
+    requires: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[Mapping[str, In]] = {}
+    outputs: ClassVar[Mapping[str, Out]] = {}
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, **params: Any) -> None:
+        built, problems = build_params(self.Params, params)
+        if problems:
+            raise ParamError(f"{self.type_name()}: " + "; ".join(problems))
+        self.params = built
+        self.given: dict[str, Any] = dict(params)
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+    @classmethod
+    def from_built(cls, params: Any, given: Mapping[str, Any]) -> Node:
+        """Create from already-validated parameters (the compiler validates with error collection first)."""
+        node = cls.__new__(cls)
+        node.params = params
+        node.given = dict(given)
+        node.__post_init__()
+        return node
+
+    def __post_init__(self) -> None:
+        """Hook for derived state after parameters are set; called by both constructors."""
+
+    def fields(self) -> FieldEffect:
+        """Field effect of this configured node; the default touches nothing."""
+        return FieldEffect()
+
+    def run(self, rng: np.random.Generator, **inputs: Any) -> dict[str, Any]:
+        raise NotImplementedError(f"{self.type_name()} does not implement run()")
+
+    def data_splits(self) -> tuple[str, ...]:
+        """Data splits this node reads scenes from (sources and stores); checked for evaluation leakage."""
+        return ()
+
+    def source_fields(self) -> frozenset[str] | None:
+        """Fields on the output when no point cloud flows in (sources, stores); None = unknown before run time."""
+        return frozenset()
+
+    @classmethod
+    def help(cls) -> str:
+        """Human-readable signature: ports, placement and parameters with allowed values."""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        lines = [f"{cls.type_name()} ({cls.role}; placement {'|'.join(map(str, cls.placements))})"]
+        lines += [f"  {doc[0]}"] if doc else []
+        lines += [f"  in  {n}: {p.type}{'' if p.required else ' (optional)'}" for n, p in cls.inputs.items()]
+        lines += [f"  out {n}: {p.type}" for n, p in cls.outputs.items()]
+        lines += [f"  param {describe(f)}" for f in attrs.fields(cls.Params)]
+        if cls.requires:
+            lines.append(f"  requires {', '.join(cls.requires)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.given.items())
+        return f"{self.type_name()}({args})"
+
+
+class CloudTransform(Node):
+    """One point cloud in, the same cloud out. Chains of these fuse into one function per sample or scene.
+
+    ``apply`` may modify ``cloud`` in place (it is never shared) and returns it; selections go through
+    ``cloud.select`` so untouched fields are gathered once at the end of the chain.
+    """
+
+    placements = (Placement.LOADER, Placement.OFFLINE)
+    inputs = {"cloud": In(POINT_CLOUD)}
+    outputs = {"cloud": Out(POINT_CLOUD)}
+
+    def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
+        raise NotImplementedError
+
+    def run(self, rng: np.random.Generator, **inputs: Any) -> dict[str, Any]:
+        return {"cloud": self.apply(inputs["cloud"], rng)}
+
+
+@attrs.frozen
+class SceneRef:
+    """One scene a source can load: id, split, room (scans of one room share it) and its input files."""
+
+    id: str
+    split: str
+    room: str
+    paths: tuple[str, ...] = ()
+
+    def fingerprint(self) -> str:
+        """Changes when any input file changes (size and modification time), for cache keys."""
+        import os
+
+        parts = []
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+                parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{p}:missing")
+        return "|".join(parts)
+
+
+EVAL_SPLITS = ("val", "test")
+
+
+class SceneSource(Node):
+    """A dataset: ``scenes()`` lists what it holds (cheap, no data read), ``load(ref)`` reads one scene.
+
+    Subclasses declare a ``splits`` parameter; ``provides()`` names the fields a loaded scene carries.
+    """
+
+    role = "sources"
+    placements = (Placement.OFFLINE,)
+    outputs = {"cloud": Out(POINT_CLOUD)}
+
+    def scenes(self) -> list[SceneRef]:
+        raise NotImplementedError
+
+    def load(self, ref: SceneRef) -> Any:
+        raise NotImplementedError
+
+    def provides(self) -> frozenset[str]:
+        return frozenset({"coord"})
+
+    def data_splits(self) -> tuple[str, ...]:
+        return tuple(getattr(self.params, "splits", ()))
+
+    def source_fields(self) -> frozenset[str] | None:
+        return self.provides()
