@@ -1,0 +1,61 @@
+"""``Store``: the boundary between offline and loader stages — a chunked, compressed zarr store of scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+
+from pcdag.graphs.node import In, Node, Out
+from pcdag.graphs.params import of_type, param, subset_of
+from pcdag.graphs.ports import FIELDS, POINT_CLOUD, Placement
+from pcdag.graphs.registry import register
+
+SPLITS = ("train", "val", "test")
+
+
+@register
+class Store(Node):
+    """Write each offline scene into a zarr store (atomic per scene), and read it back in the loader.
+
+    With ``cloud`` connected the offline stage writes the store (``pcdag preprocess``); unconnected, the node
+    reads an existing store. ``splits`` chooses the scenes the loader reads; ``fields`` the fields it loads
+    (all by default). Layout and manifest: ``pcdag/runtime/store.py``.
+    """
+
+    role = "io"
+    placements = (Placement.STORE,)
+    version = 1
+    inputs = {"cloud": In(POINT_CLOUD, required=False, doc="scenes to write; unconnected = read an existing store")}
+    outputs = {"cloud": Out(POINT_CLOUD, doc="stored scenes of the chosen splits")}
+
+    @attrs.frozen
+    class Params:
+        path: str = param(validator=of_type(str), doc="store directory (relative to the working directory)")
+        splits: list = param(["train"], subset_of(*SPLITS), doc="splits the loader reads")
+        fields: list | None = param(None, of_type(list, type(None)), doc="fields the loader reads (default all)")
+
+    def data_splits(self) -> tuple[str, ...]:
+        return tuple(self.params.splits)
+
+    def source_fields(self) -> frozenset[str] | None:
+        """Read side: the ``fields`` parameter, else what the store's manifest lists, else unknown."""
+        if self.params.fields is not None:
+            return frozenset(["coord", *self.params.fields])
+        return self.stored_fields()
+
+    def stored_fields(self) -> frozenset[str] | None:
+        """Fields common to every scene of an existing store, from its manifest (None if not written yet)."""
+        manifest = Path(self.params.path) / "manifest.json"
+        try:
+            scenes = json.loads(manifest.read_text())["scenes"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        sets = [frozenset(s.get("fields", ())) for s in scenes]
+        return frozenset.intersection(*sets) if sets else None
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in (self.params.fields or []) if not isinstance(f, str)]
+        if unknown:
+            raise ValueError(f"fields must be names, got {unknown!r}; known fields: {', '.join(FIELDS)}")
