@@ -1,0 +1,192 @@
+"""``pcdag`` command line: validate, plan, preprocess, nodes, doctor. ``pcdag COMMAND --help`` for each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import attrs
+import yaml
+
+from pcdag.graphs.graph import Graph
+from pcdag.graphs.problems import GraphError, Problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pcdag", description=__doc__.split(":")[0] + ".")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check graphs; list every problem; exit 1 if any is an error")
+    p.add_argument("graphs", nargs="+", type=Path, metavar="GRAPH")
+    _overrides(p)
+    p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("plan", help="compile a graph; print its stages, fused groups, keys; draw it")
+    p.add_argument("graph", type=Path, metavar="GRAPH")
+    p.add_argument("--out", type=Path, default=None, help="picture path without extension (default out/plan/NAME)")
+    p.add_argument("--no-picture", action="store_true", help="print only")
+    _overrides(p)
+    p.set_defaults(run=cmd_plan)
+
+    p = sub.add_parser("preprocess", help="run the offline stages on Dask and write the store(s)")
+    p.add_argument("graph", type=Path, metavar="GRAPH")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: embedded)")
+    p.add_argument("--workers", type=int, default=1, help="embedded cluster: number of workers (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="embedded cluster: threads per worker (default 1)")
+    p.add_argument("--processes", action="store_true", help="embedded cluster: worker processes, not threads")
+    p.add_argument("--memory-limit", default="4GiB", help="per worker; workers spill, then pause (default 4GiB)")
+    p.add_argument("--partition-size", type=int, default=None, help="scenes per Dask task (default: automatic)")
+    p.add_argument("--force", action="store_true", help="recompute scenes whose cache key already matches")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _overrides(p)
+    p.set_defaults(run=cmd_preprocess)
+
+    p = sub.add_parser("nodes", help="list node types, or show one's ports and parameters")
+    p.add_argument("name", nargs="?", help="a node type, e.g. GridSample")
+    p.set_defaults(run=cmd_nodes)
+
+    p = sub.add_parser("doctor", help="Python, torch, CUDA, GPU and which optional backends are usable")
+    p.set_defaults(run=cmd_doctor)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a parameter (VALUE is YAML), or settings.KEY=VALUE; repeatable")
+
+
+def _load(path: Path, overrides: list[str]) -> Graph:
+    from pcdag.graphs.yamlio import load_graph
+
+    graph = load_graph(path)
+    problems = []
+    for text in overrides:
+        target, eq, raw = text.partition("=")
+        node, dot, key = target.partition(".")
+        if not eq or not dot or not key:
+            problems.append(Problem("override", f"--set {text!r}: write NODE.PARAM=VALUE or settings.KEY=VALUE"))
+            continue
+        value = yaml.safe_load(raw) if raw else None
+        if node == "settings":
+            graph.settings[key] = value
+        elif node in graph.nodes:
+            decl = graph.nodes[node]
+            graph.nodes[node] = attrs.evolve(decl, params={**decl.params, key: value})
+        else:
+            problems.append(Problem("override", f"--set {text!r}: no node {node!r} in {path}",
+                                    fix=f"nodes: {', '.join(graph.nodes)}"))
+    if problems:
+        raise GraphError(problems)
+    return graph
+
+
+def _report(problems: list[Problem]) -> None:
+    for p in problems:
+        print(p, file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pcdag.compiler import validate
+
+    status = 0
+    for path in args.graphs:
+        try:
+            problems = validate(_load(path, args.overrides))
+        except GraphError as exc:
+            problems = exc.problems
+        errors = [p for p in problems if p.severity == "error"]
+        _report(problems)
+        if errors:
+            print(f"{path}: {len(errors)} error{'s' if len(errors) != 1 else ''}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"{path}: valid")
+    return status
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pcdag.compiler import compile_graph
+
+    try:
+        plan = compile_graph(_load(args.graph, args.overrides))
+    except GraphError as exc:
+        _report(exc.problems)
+        return 1
+    print(plan.render())
+    if not args.no_picture:
+        from pcdag.compiler.picture import draw
+
+        out = args.out or Path("out") / "plan" / plan.graph.name
+        paths = draw(plan, out)
+        print("\npicture: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from pcdag.compiler import compile_graph
+    from pcdag.runtime.offline import run_offline
+    from pcdag.runtime.store import SceneStore
+
+    try:
+        plan = compile_graph(_load(args.graph, args.overrides))
+    except GraphError as exc:
+        _report(exc.problems)
+        return 1
+    if not plan.offline:
+        print(f"{args.graph}: no offline stage writes a store; nothing to preprocess", file=sys.stderr)
+        return 1
+    for w in plan.warnings:
+        print(w, file=sys.stderr)
+    failed = 0
+    for job in plan.offline:
+        source, store = plan.node(job.source), plan.node(job.store)
+        try:
+            refs = source.scenes()
+        except (OSError, ValueError) as exc:
+            print(f"node {job.source!r}: cannot list scenes: {exc}", file=sys.stderr)
+            return 1
+        print(f"{job.source} → {' → '.join(job.program.nodes) or '(load)'} → {job.store} "
+              f"({store.params.path}): {len(refs)} scenes")
+        report = run_offline(source, refs, job.program, SceneStore(store.params.path), stage_key=plan.keys[job.store],
+                             seed=plan.seed, scheduler=args.scheduler, workers=args.workers,
+                             threads_per_worker=args.threads, processes=args.processes,
+                             memory_limit=args.memory_limit, partition_size=args.partition_size, force=args.force,
+                             progress=not args.quiet)
+        print(report.summary())
+        failed += len(report.failed)
+    if failed:
+        print(f"{failed} scene{'s' if failed != 1 else ''} quarantined; the others are in the store", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from pcdag.graphs import registry
+
+    if args.name:
+        cls = registry.get(args.name)
+        if cls is None:
+            print(f"unknown node type {args.name!r}; {registry.suggest(args.name)}", file=sys.stderr)
+            return 1
+        print(cls.help())
+        return 0
+    by_role: dict[str, list[str]] = {}
+    for name in registry.names():
+        by_role.setdefault(registry.get(name).role, []).append(name)
+    for role in sorted(by_role):
+        print(f"{role}: {', '.join(by_role[role])}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pcdag.doctor import report
+
+    print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
