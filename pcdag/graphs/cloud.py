@@ -10,6 +10,7 @@ index for the rest, so a chain ``GridSample → crop → dropout`` gathers colou
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -71,7 +72,9 @@ class PointCloud:
         return list(self)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self[name] if name in self else default
+        if name in self:
+            return self[name]
+        return default
 
     @property
     def fields(self) -> frozenset[str]:
@@ -85,10 +88,16 @@ class PointCloud:
             if len(index) != len(self):
                 raise CloudError(f"boolean mask of length {len(index)} for a cloud of {len(self)} points")
             index = np.flatnonzero(index)
+        n_before = len(self)
         for name, arr in self._live.items():
             self._live[name] = arr[index]
         if self._base:
             self._index = index if self._index is None else self._index[index]
+        inverse = self.meta.get("inverse")
+        if inverse is not None:  # keep "original point -> current point" true; dropped points map to -1
+            remap = np.full(n_before, -1, dtype=np.int64)
+            remap[index] = np.arange(len(index))
+            self.meta["inverse"] = np.where(inverse >= 0, remap[np.maximum(inverse, 0)], -1)
         return self
 
     def materialise(self) -> dict[str, np.ndarray]:
@@ -100,7 +109,8 @@ class PointCloud:
 
     def copy(self) -> PointCloud:
         """A deep copy (only needed when one cloud feeds several independent branches)."""
-        return PointCloud({k: np.array(v, copy=True) for k, v in self.materialise().items()}, dict(self.meta))
+        fields = {k: np.array(v, copy=True) for k, v in self.materialise().items()}
+        return PointCloud(fields, copy.deepcopy(self.meta))
 
     # -- contracts ---------------------------------------------------------------------------------
     def validate(self, where: str = "point cloud") -> PointCloud:

@@ -88,6 +88,7 @@ class Node:
             raise ParamError(f"{self.type_name()}: " + "; ".join(problems))
         self.params = built
         self.given: dict[str, Any] = dict(params)
+        self.__post_init__()
 
     @classmethod
     def type_name(cls) -> str:

@@ -66,12 +66,23 @@ def loads_graph(text: str, file: str = "<string>") -> Graph:
     problems: list[Problem] = []
     unknown_top = sorted(set(data) - {"pcdag", "name", "nodes", "settings"})
     for key in unknown_top:
-        problems.append(Problem("not-a-graph", f"unknown top-level key {key!r}", origin=at(key),
-                                fix="top-level keys are pcdag, name, settings, nodes"))
+        problems.append(
+            Problem(
+                "not-a-graph",
+                f"unknown top-level key {key!r}",
+                origin=at(key),
+                fix="top-level keys are pcdag, name, settings, nodes",
+            )
+        )
     version = data.get("pcdag", FORMAT_VERSION)
     if version != FORMAT_VERSION:
-        problems.append(Problem("not-a-graph", f"graph format {version!r} is not supported (this pcdag reads "
-                                f"{FORMAT_VERSION})", origin=at("pcdag")))
+        problems.append(
+            Problem(
+                "not-a-graph",
+                f"graph format {version!r} is not supported (this pcdag reads {FORMAT_VERSION})",
+                origin=at("pcdag"),
+            )
+        )
     name = data.get("name")
     if not isinstance(name, str) or not name:
         problems.append(Problem("not-a-graph", "the graph needs a 'name' (a string)", origin=at()))
@@ -82,12 +93,23 @@ def loads_graph(text: str, file: str = "<string>") -> Graph:
         settings = {}
     for key in settings:
         if key not in SETTINGS:
-            problems.append(Problem("not-a-graph", f"unknown setting {key!r}", origin=at("settings", key),
-                                    fix="known settings: " + ", ".join(SETTINGS)))
+            problems.append(
+                Problem(
+                    "not-a-graph",
+                    f"unknown setting {key!r}",
+                    origin=at("settings", key),
+                    fix="known settings: " + ", ".join(SETTINGS),
+                )
+            )
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, dict) or not raw_nodes:
-        problems.append(Problem("not-a-graph", "the graph needs 'nodes': a mapping of node name to declaration",
-                                origin=at("nodes") if "nodes" in data else at()))
+        problems.append(
+            Problem(
+                "not-a-graph",
+                "the graph needs 'nodes': a mapping of node name to declaration",
+                origin=at("nodes") if "nodes" in data else at(),
+            )
+        )
         raw_nodes = {}
     graph = Graph(name, {}, dict(settings), origin=at())
     for node_name, raw in raw_nodes.items():
@@ -104,8 +126,13 @@ def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
     if not isinstance(raw, dict):
         return None, [Problem("not-a-graph", "a node must be a mapping with 'type'", name, origin=at())]
     problems = [
-        Problem("not-a-graph", f"unknown key {k!r} in node", name, fix=f"node keys are {', '.join(_NODE_KEYS)}",
-                origin=at(k))
+        Problem(
+            "not-a-graph",
+            f"unknown key {k!r} in node",
+            name,
+            fix=f"node keys are {', '.join(_NODE_KEYS)}",
+            origin=at(k),
+        )
         for k in raw
         if k not in _NODE_KEYS
     ]
@@ -120,8 +147,9 @@ def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
     inputs: dict[str, PortRef] = {}
     raw_inputs = raw.get("inputs") or {}
     if not isinstance(raw_inputs, dict):
-        problems.append(Problem("not-a-graph", "'inputs' must map input port to 'node' or 'node.port'", name,
-                                origin=at("inputs")))
+        problems.append(
+            Problem("not-a-graph", "'inputs' must map input port to 'node' or 'node.port'", name, origin=at("inputs"))
+        )
         raw_inputs = {}
     for port, text in raw_inputs.items():
         try:
@@ -132,8 +160,12 @@ def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
     if placement is not None and not isinstance(placement, str):
         problems.append(Problem("not-a-graph", "'placement' must be a string", name, origin=at("placement")))
         placement = None
-    lines = {f"{section}.{key}": at(section, str(key)).line for section in ("params", "inputs")
-             for key in (raw.get(section) or {}) if isinstance(raw.get(section), dict)}
+    lines = {
+        f"{section}.{key}": at(section, str(key)).line
+        for section in ("params", "inputs")
+        for key in (raw.get(section) or {})
+        if isinstance(raw.get(section), dict)
+    }
     return NodeDecl(name, node_type, params, inputs, placement, origin=at(), lines=lines), problems
 
 

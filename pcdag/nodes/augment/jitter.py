@@ -1,0 +1,36 @@
+"""RandomJitter: add clipped Gaussian noise to every coordinate."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from pcdag.graphs.cloud import PointCloud
+from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.params import in_range, param
+from pcdag.graphs.registry import register
+
+
+@register
+class RandomJitter(CloudTransform):
+    """With probability p, add N(0, sigma^2) noise, clipped to [-clip, clip], to each coordinate independently."""
+
+    role = "augment"
+    version = 1
+
+    @attrs.frozen
+    class Params:
+        sigma: float = param(0.005, in_range(0.0, None), unit="m", doc="noise standard deviation")
+        clip: float = param(0.02, in_range(0.0, None), unit="m", doc="largest displacement per coordinate")
+        p: float = param(1.0, in_range(0.0, 1.0), doc="probability of jittering")
+
+    def fields(self) -> FieldEffect:
+        return effect(reads=["coord"], writes=["coord"])
+
+    def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
+        if rng.random() >= self.params.p:
+            return cloud
+        coord = cloud["coord"]  # [N, 3]
+        noise = np.clip(rng.normal(0.0, self.params.sigma, size=coord.shape), -self.params.clip, self.params.clip)
+        cloud["coord"] = coord + noise.astype(np.float32)  # [N, 3] float32, a new array
+        return cloud

@@ -1,0 +1,112 @@
+"""GridSample: keep one point per occupied voxel of a regular grid (random in training, central in testing).
+
+Voxels are ``floor(coord / grid_size)``, shifted so the lowest occupied voxel is ``(0, 0, 0)``; the shifted
+integer coordinates are written to ``grid_coord`` (int32 ``[M, 3]``). The grid is aligned to the world origin, so
+two scans of the same room voxelise consistently.
+
+``mode="train"``: every occupied voxel keeps one uniformly random point (a fresh draw per call).
+``mode="test"``: every voxel keeps the point nearest its centre (no randomness) and ``cloud.meta["inverse"]``
+(int64 ``[N_in]``) maps every input point to the index of its voxel's kept point, so predictions on the sampled
+cloud can be scattered back to the full-resolution scene.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.params import in_range, one_of, param
+from pcdag.graphs.registry import register
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def voxelize(coord: np.ndarray, grid_size: float, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel of every point: ``(grid [N,3] int64 >= 0, key [N] int64, offset [N,3] float64 in [0, 1))``.
+
+    ``offset`` is the position inside the voxel in voxel units. Raises ``CloudError`` (prefixed by ``where``)
+    when the cloud spans more voxels than the int32 grid coordinates or the int64 keys can hold.
+    """
+    scaled = coord.astype(np.float64) / grid_size  # [N, 3]
+    cell = np.floor(scaled)  # [N, 3] absolute voxel indices (float, exact integers)
+    low = cell.min(axis=0)  # [3]
+    dims = [int(d) + 1 for d in cell.max(axis=0) - low]  # voxels per axis, exact Python ints
+    # Keys are mixed-radix numbers key = (g0 * d1 + g1) * d2 + g2 with 0 <= gi < di. That map is a bijection
+    # from the box of d0*d1*d2 voxels onto [0, d0*d1*d2 - 1], so keys never collide as long as the largest key,
+    # d0*d1*d2 - 1, fits in int64 (and every gi fits in the int32 grid_coord field).
+    if max(dims) - 1 > _INT32_MAX or dims[0] * dims[1] * dims[2] - 1 > _INT64_MAX:
+        raise CloudError(
+            f"{where}: the cloud spans {dims[0]} x {dims[1]} x {dims[2]} voxels at grid_size={grid_size} m, "
+            f"more than int32 grid coordinates / int64 voxel keys can hold; use a larger grid_size or crop the scene"
+        )
+    grid = (cell - low).astype(np.int64)  # [N, 3]
+    key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]  # [N]
+    return grid, key, scaled - cell
+
+
+def _group_starts(sorted_key: np.ndarray) -> np.ndarray:
+    """Boolean ``[N]``: True where a run of equal keys starts in a sorted key array."""
+    first = np.ones(len(sorted_key), dtype=bool)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    return first
+
+
+def random_per_voxel(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Index of one uniformly random point per distinct key, ordered by key. ``[M]`` int64."""
+    order = np.argsort(key, kind="stable")  # [N] points grouped by voxel
+    start = np.flatnonzero(_group_starts(key[order]))  # [M] first sorted position of each voxel
+    count = np.diff(np.append(start, len(key)))  # [M] points per voxel
+    return order[start + rng.integers(0, count)]  # [M] a uniform draw inside each voxel's run
+
+
+def nearest_centre_per_voxel(key: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct key, the point nearest the voxel centre (ties: lowest index) and the inverse map.
+
+    Returns ``(index [M], inverse [N])`` with ``inverse[i]`` the output position of point i's voxel.
+    """
+    dist2 = np.square(offset - 0.5).sum(axis=1)  # [N] squared distance to the centre, voxel units
+    order = np.lexsort((dist2, key))  # [N] by voxel, then distance; lexsort is stable, so ties keep index order
+    first = _group_starts(key[order])  # [N]
+    inverse = np.empty(len(key), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1  # voxel number of every sorted position, scattered back
+    return order[first], inverse
+
+
+@register
+class GridSample(CloudTransform):
+    """Keep one point per occupied voxel: a random one (train) or the one nearest the voxel centre (test)."""
+
+    role = "geometry"
+    version = 1
+
+    @attrs.frozen
+    class Params:
+        grid_size: float = param(0.02, in_range(1e-4, 10.0, lo_open=True), unit="m", doc="voxel edge length")
+        mode: str = param(
+            "train", one_of("train", "test"), doc="train: random point per voxel; test: central point + inverse"
+        )
+
+    def fields(self) -> FieldEffect:
+        return effect(reads=["coord"], writes=["grid_coord"])
+
+    def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
+        where = f"GridSample(grid_size={self.params.grid_size}) on scene {cloud.meta.get('scene', '?')!r}"
+        if len(cloud) == 0:
+            raise CloudError(f"{where}: the cloud has no points")
+        grid, key, offset = voxelize(cloud["coord"], self.params.grid_size, where)
+        previous = cloud.meta.pop("inverse", None)  # original point -> current point, from an earlier test mode
+        if self.params.mode == "train":
+            index = random_per_voxel(key, rng)  # a random sampling has no inverse: any earlier one is dropped
+            cloud.select(index)
+        else:
+            index, inverse = nearest_centre_per_voxel(key, offset)
+            cloud.select(index)
+            # compose so the map still starts at the original points: original -> previous -> this sampling
+            cloud.meta["inverse"] = (
+                inverse if previous is None else np.where(previous >= 0, inverse[np.maximum(previous, 0)], -1)
+            )
+        cloud["grid_coord"] = grid[index].astype(np.int32)  # [M, 3]
+        return cloud
