@@ -1,0 +1,142 @@
+"""Reading the scene store in training: a torch ``Dataset`` over stored scenes, the batch collation, the loader.
+
+A sample is one scene read from the store and passed through the fused loader chain (``transform``). Its
+randomness comes from ``np.random.default_rng([seed, epoch, index])``, so a sample is the same whatever worker
+computes it and changes from epoch to epoch. The epoch lives in shared memory: ``set_epoch`` reaches loader
+workers that persist across epochs (forked or spawned), as long as it is called before the epoch's iterator is
+created (``for batch in loader``).
+
+Batches follow the Pointcept convention: per-point tensors of all samples concatenated along the first dimension
+and ``offset[i]`` = number of points in samples ``0..i`` (the end of sample ``i``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.runtime.store import SceneStore
+
+Transform = Callable[[PointCloud, np.random.Generator], PointCloud]
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` (shares memory); copies only arrays torch cannot wrap (read-only, negative strides)."""
+    array = np.asarray(array)
+    if not array.flags.writeable or any(s < 0 for s in array.strides):
+        array = np.array(array, copy=True)
+    return torch.from_numpy(array)
+
+
+class StoreDataset(Dataset):
+    """Scenes of ``splits`` in a ``SceneStore``; item ``i`` is scene ``i % n_scenes`` (``loops`` passes per epoch)."""
+
+    def __init__(
+        self,
+        store: SceneStore | str | Path,
+        splits: Iterable[str] = ("train",),
+        transform: Transform | None = None,
+        fields: Iterable[str] | None = None,
+        seed: int = 0,
+        loops: int = 1,
+    ) -> None:
+        self.store = store if isinstance(store, SceneStore) else SceneStore(store)
+        self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
+        if isinstance(loops, bool) or not isinstance(loops, int) or loops < 1:
+            raise ValueError(f"loops = {loops!r} must be a whole number ≥ 1")
+        self.entries = self.store.entries(self.splits)
+        if not self.entries:
+            have = sorted({e.split for e in self.store.entries()})
+            raise ValueError(
+                f"store {self.store.path} has no scenes in split(s) {', '.join(self.splits) or '(none given)'}; "
+                + (
+                    f"it has split(s) {', '.join(have)}"
+                    if have
+                    else "it holds no scenes at all (run the offline stage)"
+                )
+            )
+        self.transform = transform
+        self.fields = None if fields is None else tuple(fields)
+        self.seed = seed
+        self.loops = loops
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # seen by persistent workers
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.loops
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose randomness samples use (call before iterating the loader for that epoch)."""
+        self._epoch[0] = int(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} out of range for a dataset of {n} samples")
+        i = int(i) % n
+        entry = self.entries[i % len(self.entries)]
+        cloud = self.store.read(entry.id, self.fields)
+        if self.transform is not None:
+            cloud = self.transform(cloud, np.random.default_rng([self.seed, self.epoch, i]))
+            if not isinstance(cloud, PointCloud):
+                raise CloudError(f"scene {entry.id}: the loader chain returned a {type(cloud).__name__}")
+        sample: dict[str, Any] = {k: to_tensor(v) for k, v in cloud.materialise().items()}
+        sample["scene"] = entry.id
+        return sample
+
+    def __repr__(self) -> str:
+        return f"StoreDataset({str(self.store.path)!r}, splits={self.splits}, scenes={len(self.entries)})"
+
+
+def collate_clouds(samples: list[dict]) -> dict[str, Any]:
+    """Concatenate per-point tensors of ``samples`` along dim 0; add ``offset`` (int64, cumulative counts)."""
+    if not samples:
+        raise ValueError("collate_clouds got an empty list of samples")
+    scenes = [s.get("scene", "?") for s in samples]
+    names = [k for k in samples[0] if k != "scene"]
+    for s, sid in zip(samples, scenes, strict=True):
+        got = sorted(k for k in s if k != "scene")
+        if got != sorted(names):
+            raise CloudError(
+                f"samples of one batch must carry the same fields: scene {scenes[0]} has {sorted(names)}, "
+                f"scene {sid} has {got}"
+            )
+    counts = [len(s["coord"]) for s in samples]
+    batch: dict[str, Any] = {k: torch.cat([s[k] for s in samples], dim=0) for k in names}
+    batch["offset"] = torch.cumsum(torch.tensor(counts, dtype=torch.int64), dim=0)
+    batch["scene"] = scenes
+    return batch
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 2,
+    workers: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A ``DataLoader`` with ``collate_clouds``, a seeded shuffle order and persistent workers (when any)."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate_clouds,
+        generator=generator,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,378 @@
+"""The offline executor: run a fused chain of offline nodes over every scene of a source, on Dask, into a store.
+
+``run_offline(source, refs, scene_fn, store, stage_key=...)`` loads each scene with ``source.load(ref)``, applies
+``scene_fn(item, rng)`` and writes the resulting cloud to the ``SceneStore``. What it guarantees:
+
+- **Resumable.** Each scene's cache key hashes the stage key (graph, parameters, node versions), the scene id and
+  the fingerprint of its input files; scenes already committed with that key are skipped (unless ``force``).
+- **Deterministic.** A scene's generator is seeded from ``(seed, hash of the scene id)``, never from the worker or
+  the order in which scenes run.
+- **Keeps going.** An exception in one scene quarantines it (error and traceback in ``<store>/quarantine/``) and
+  the run continues; a worker killed by the OS (out of memory) has its batch retried scene by scene.
+- **Bounded task count.** Scenes are batched into partitions (``default_partition_size``), one Dask task each, so
+  a 100k-scene dataset makes a few hundred tasks, not 100k.
+
+Memory: worker *processes* (``processes=True``) get ``memory_limit`` each and the fractions in ``WORKER_MEMORY``
+(start spilling stored results at 60-70 %, pause taking new tasks at 85 %, restart the worker only at 95 %), so
+a worker slows down before it dies. Threaded workers (``processes=False``, the default) share the caller's
+process, whose memory the limit would also count, so no limit is set for them (a paused worker could otherwise
+wait forever on memory the caller holds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import dask
+import numpy as np
+from tqdm.auto import tqdm
+
+from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.node import SceneRef
+from pcdag.runtime.store import SceneStore
+
+T = TypeVar("T")
+SceneFn = Callable[[Any, np.random.Generator], PointCloud]
+
+MAX_PARTITION = 256  # scenes per task at most
+FINE_TASKS = 64  # with few scenes, aim for this many tasks (progress finer than a quarter of the run)
+TASKS_PER_SLOT = 4  # otherwise aim for this many tasks per worker thread
+WORKER_MEMORY = {
+    "distributed.worker.memory.target": 0.60,
+    "distributed.worker.memory.spill": 0.70,
+    "distributed.worker.memory.pause": 0.85,
+    "distributed.worker.memory.terminate": 0.95,
+    "distributed.scheduler.allowed-failures": 1,  # a scene that kills its worker is retried once, then split off
+}
+
+
+# ---------------------------------------------------------------------------------------------- keys, seeds
+
+
+def scene_key(stage_key: str, ref: SceneRef) -> str:
+    """Cache key of one scene of one stage: changes with the stage, the scene id or any input file."""
+    h = hashlib.sha256()
+    for part in (stage_key, ref.id, ref.fingerprint()):
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def scene_hash32(scene_id: str) -> int:
+    """A stable (process- and platform-independent) 32-bit hash of a scene id."""
+    return int.from_bytes(hashlib.sha256(scene_id.encode("utf-8")).digest()[:4], "little")
+
+
+def scene_rng(seed: int, scene_id: str) -> np.random.Generator:
+    return np.random.default_rng([seed, scene_hash32(scene_id)])
+
+
+# ---------------------------------------------------------------------------------------------- partitions
+
+
+def default_partition_size(n_scenes: int, slots: int) -> int:
+    """Scenes per task: about ``TASKS_PER_SLOT`` tasks per worker thread (at least ``FINE_TASKS`` tasks when
+    there are that many scenes, for a finer progress bar), never more than ``MAX_PARTITION`` scenes, at least 1."""
+    target = max(TASKS_PER_SLOT * max(1, slots), min(n_scenes, FINE_TASKS))
+    return int(min(MAX_PARTITION, max(1, math.ceil(n_scenes / target))))
+
+
+def partition(items: Sequence[T], size: int) -> list[list[T]]:
+    """Consecutive batches of ``size`` items (the last may be shorter)."""
+    if size < 1:
+        raise ValueError(f"partition_size must be at least 1, got {size}")
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------------------------------------- outcomes
+
+
+@attrs.frozen
+class SceneOutcome:
+    """What happened to one scene: ``done``, ``skipped`` (already in the store) or ``failed`` (quarantined)."""
+
+    scene: str
+    status: str
+    seconds: float = 0.0
+    error: str = ""
+    n_in: int | None = None
+    n_out: int | None = None
+
+
+@attrs.define
+class OfflineReport:
+    """Outcomes of one offline run, in the order of the refs given."""
+
+    outcomes: list[SceneOutcome]
+    seconds: float
+
+    def _with(self, status: str) -> list[SceneOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def done(self) -> list[SceneOutcome]:
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[SceneOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[SceneOutcome]:
+        return self._with("failed")
+
+    def counts(self) -> dict[str, int]:
+        return {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)}
+
+    def summary(self) -> str:
+        c = self.counts()
+        lines = [
+            f"{len(self.outcomes)} scenes: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
+            f"({self.seconds:.1f} s)"
+        ]
+        lines += [f"  failed {o.scene}: {o.error}" for o in self.failed]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- one scene
+
+
+@attrs.frozen
+class SceneTask:
+    """One scene to compute, with its cache key (what a partition carries to a worker)."""
+
+    ref: SceneRef
+    key: str
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def process_scene(source: Any, scene_fn: SceneFn, store: SceneStore, task: SceneTask, seed: int) -> SceneOutcome:
+    """Load, transform, validate and store one scene; an exception quarantines it instead of propagating."""
+    ref, t0, n_in = task.ref, time.perf_counter(), None
+    try:
+        item = source.load(ref)
+        n_in = len(item) if isinstance(item, PointCloud) else None
+        cloud = scene_fn(item, scene_rng(seed, ref.id))
+        if not isinstance(cloud, PointCloud):
+            raise CloudError(f"scene {ref.id}: the offline chain returned a {type(cloud).__name__}, not a PointCloud")
+        cloud.validate(where=f"scene {ref.id}")
+        seconds = time.perf_counter() - t0
+        report = {"n_in": n_in, "n_out": len(cloud), "seconds": round(seconds, 4), "seed": seed}
+        store.write(ref.id, cloud, key=task.key, split=ref.split, room=ref.room, report=report)
+    except Exception as exc:
+        return _quarantine(store, task, exc, traceback.format_exc(), time.perf_counter() - t0, n_in)
+    return SceneOutcome(ref.id, "done", seconds=time.perf_counter() - t0, n_in=n_in, n_out=len(cloud))
+
+
+def _quarantine(
+    store: SceneStore, task: SceneTask, exc: BaseException, tb: str, seconds: float, n_in: int | None = None
+) -> SceneOutcome:
+    error = _error_text(exc)
+    ref = task.ref
+    try:
+        store.quarantine(ref.id, key=task.key, split=ref.split, room=ref.room, error=error, traceback=tb)
+    except Exception as qexc:  # e.g. the store is not writable: still report the scene's own error
+        error += f" (and it could not be quarantined: {_error_text(qexc)})"
+    return SceneOutcome(ref.id, "failed", seconds=seconds, error=error, n_in=n_in)
+
+
+def run_partition(
+    source: Any, scene_fn: SceneFn, store_path: str, tasks: list[SceneTask], seed: int
+) -> list[SceneOutcome]:
+    """One Dask task: process a batch of scenes in order. The store travels as a path, not an open handle."""
+    store = SceneStore(store_path)
+    return [process_scene(source, scene_fn, store, task, seed) for task in tasks]
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def run_offline(
+    source: Any,
+    refs: Iterable[SceneRef],
+    scene_fn: SceneFn,
+    store: SceneStore,
+    *,
+    stage_key: str,
+    seed: int = 0,
+    scheduler: str | None = None,
+    workers: int = 1,
+    threads_per_worker: int = 1,
+    processes: bool = False,
+    memory_limit: str = "4GiB",
+    partition_size: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> OfflineReport:
+    """Compute every scene of ``refs`` not yet in ``store`` (all of them with ``force``); see the module docstring.
+
+    ``scheduler`` is the address of a running Dask scheduler (its workers must see the store's path); without it
+    an embedded ``LocalCluster`` of ``workers`` workers is started and closed at the end.
+    """
+    t0 = time.perf_counter()
+    refs = list(refs)
+    _check_unique(refs)
+    _check_settings(seed=seed, workers=workers, threads_per_worker=threads_per_worker, partition_size=partition_size)
+    store.prepare()  # a path that is not a store fails here, not once per scene
+    store.clean_tmp()
+    tasks = [SceneTask(ref, scene_key(stage_key, ref)) for ref in refs]
+    todo = [t for t in tasks if force or not store.has(t.ref.id, t.key)]
+    todo_ids = {t.ref.id for t in todo}
+    outcomes = {r.id: SceneOutcome(r.id, "skipped") for r in refs if r.id not in todo_ids}
+    if todo:
+        cluster = dict(
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            memory_limit=memory_limit,
+        )
+        run = _Run(source, scene_fn, store, seed, len(refs), len(outcomes), progress)
+        outcomes.update({o.scene: o for o in run.execute(todo, partition_size, cluster)})
+    report = OfflineReport([outcomes[r.id] for r in refs], time.perf_counter() - t0)
+    store.write_manifest(_manifest_info(source, store, tasks, report, stage_key, seed))
+    return report
+
+
+def _check_settings(**values: int | None) -> None:
+    least = {"seed": 0, "workers": 1, "threads_per_worker": 1, "partition_size": 1}
+    for name, value in values.items():
+        if value is None and name == "partition_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least[name]:
+            raise ValueError(f"{name} = {value!r} must be a whole number ≥ {least[name]}")
+
+
+def _check_unique(refs: list[SceneRef]) -> None:
+    dup = sorted(i for i, n in Counter(r.id for r in refs).items() if n > 1)
+    if dup:
+        raise ValueError(f"scene ids must be unique; repeated: {', '.join(dup[:10])}")
+
+
+def _manifest_info(
+    source: Any, store: SceneStore, tasks: list[SceneTask], report: OfflineReport, stage_key: str, seed: int
+) -> dict[str, Any]:
+    expected = {t.ref.id: t.key for t in tasks}
+    other = [e.id for e in store.entries() if expected.get(e.id) != e.key]
+    return {
+        "stage_key": stage_key,
+        "source": f"{type(source).__module__}.{type(source).__qualname__}",
+        "seed": seed,
+        "counts": report.counts(),
+        "seconds": round(report.seconds, 3),
+        # committed scenes that this run did not produce (not in its refs, or made by another stage key)
+        "other_scenes": other,
+    }
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | None, workers: int, threads_per_worker: int, processes: bool, memory_limit: str
+) -> Iterator[Any]:
+    """A ``distributed.Client``: to ``scheduler`` if given, else to an embedded ``LocalCluster`` closed on exit."""
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(WORKER_MEMORY):
+        cluster = None
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads_per_worker,
+                processes=processes,
+                memory_limit=memory_limit if processes else 0,
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},  # no dashboard, any free port
+            )
+            try:
+                client = Client(cluster)
+            except BaseException:
+                cluster.close()
+                raise
+        try:
+            yield client
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+@attrs.define
+class _Run:
+    """State of one execution: what to run, where results go, and the progress bar's counts."""
+
+    source: Any
+    scene_fn: SceneFn
+    store: SceneStore
+    seed: int
+    total: int
+    skipped: int
+    progress: bool
+    counts: dict[str, int] = attrs.Factory(lambda: {"done": 0, "failed": 0})
+
+    def execute(self, todo: list[SceneTask], partition_size: int | None, cluster: dict) -> list[SceneOutcome]:
+        from distributed import KilledWorker, as_completed
+
+        results: list[SceneOutcome] = []
+        bar = tqdm(
+            total=self.total,
+            initial=self.skipped,
+            unit="scene",
+            desc="offline",
+            disable=None if self.progress else True,
+        )
+        with bar, dask_client(**cluster) as client:
+            slots = sum(client.nthreads().values()) or cluster["workers"] * cluster["threads_per_worker"]
+            size = partition_size or default_partition_size(len(todo), slots)
+            pending = {self._submit(client, part): part for part in partition(todo, size)}
+            done = as_completed(list(pending))
+            for fut in done:
+                part = pending.pop(fut)
+                try:
+                    batch = fut.result()
+                    fut.release()  # a finished batch is never recomputed when a worker dies later
+                except KilledWorker as exc:
+                    if len(part) > 1:  # find the scene that kills its worker: retry the batch scene by scene
+                        for task in part:
+                            single = self._submit(client, [task])
+                            pending[single] = [task]
+                            done.add(single)
+                        continue
+                    died = RuntimeError(
+                        "its worker process died while computing it (out of memory, or a crash in native code)"
+                    )
+                    batch = [_quarantine(self.store, part[0], died, _error_text(exc), 0.0)]
+                except Exception as exc:  # not one scene's error (those are caught in the task): stop the run
+                    raise RuntimeError(
+                        f"offline task for {len(part)} scene(s) from {part[0].ref.id!r} failed outside any scene "
+                        f"(sending the source or chain to a worker?): {_error_text(exc)}"
+                    ) from exc
+                results += batch
+                self._tick(bar, batch)
+        return results
+
+    def _submit(self, client: Any, part: list[SceneTask]) -> Any:
+        key = f"pcdag-offline-{uuid.uuid4().hex[:12]}"
+        return client.submit(
+            run_partition, self.source, self.scene_fn, str(self.store.path), part, self.seed, key=key, pure=False
+        )
+
+    def _tick(self, bar: Any, batch: list[SceneOutcome]) -> None:
+        for o in batch:
+            self.counts[o.status] += 1
+        c = self.counts
+        bar.set_postfix({"done": c["done"], "skip": self.skipped, "fail": c["failed"]}, refresh=False)
+        bar.update(len(batch))
