@@ -54,8 +54,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.PARAM=VALUE",
-                   help="override a parameter (VALUE is YAML), or settings.KEY=VALUE; repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM=VALUE",
+        help="override a parameter (VALUE is YAML), or settings.KEY=VALUE; repeatable",
+    )
 
 
 def _load(path: Path, overrides: list[str]) -> Graph:
@@ -76,8 +82,11 @@ def _load(path: Path, overrides: list[str]) -> Graph:
             decl = graph.nodes[node]
             graph.nodes[node] = attrs.evolve(decl, params={**decl.params, key: value})
         else:
-            problems.append(Problem("override", f"--set {text!r}: no node {node!r} in {path}",
-                                    fix=f"nodes: {', '.join(graph.nodes)}"))
+            problems.append(
+                Problem(
+                    "override", f"--set {text!r}: no node {node!r} in {path}", fix=f"nodes: {', '.join(graph.nodes)}"
+                )
+            )
     if problems:
         raise GraphError(problems)
     return graph
@@ -148,13 +157,26 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"node {job.source!r}: cannot list scenes: {exc}", file=sys.stderr)
             return 1
-        print(f"{job.source} → {' → '.join(job.program.nodes) or '(load)'} → {job.store} "
-              f"({store.params.path}): {len(refs)} scenes")
-        report = run_offline(source, refs, job.program, SceneStore(store.params.path), stage_key=plan.keys[job.store],
-                             seed=plan.seed, scheduler=args.scheduler, workers=args.workers,
-                             threads_per_worker=args.threads, processes=args.processes,
-                             memory_limit=args.memory_limit, partition_size=args.partition_size, force=args.force,
-                             progress=not args.quiet)
+        print(
+            f"{job.source} → {' → '.join(job.program.nodes) or '(load)'} → {job.store} "
+            f"({store.params.path}): {len(refs)} scenes"
+        )
+        report = run_offline(
+            source,
+            refs,
+            job.program,
+            SceneStore(store.params.path),
+            stage_key=plan.keys[job.store],
+            seed=plan.seed,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            threads_per_worker=args.threads,
+            processes=args.processes,
+            memory_limit=args.memory_limit,
+            partition_size=args.partition_size,
+            force=args.force,
+            progress=not args.quiet,
+        )
         print(report.summary())
         failed += len(report.failed)
     if failed:

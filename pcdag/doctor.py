@@ -8,7 +8,7 @@ import platform
 import sys
 
 OPTIONAL = {
-    "spconv": "sparse convolution on the GPU (the CPU build does forward only; CPU training uses pcdag's torch backend)",
+    "spconv": "sparse convolution on the GPU (the CPU build does forward only; CPU training uses the torch backend)",
     "pycolmap": "structure-from-motion reconstruction of plain video",
     "av": "PyAV, video decoding",
     "distributed": "Dask distributed, the offline executor",
@@ -45,7 +45,10 @@ def report() -> str:
     lines.append("optional backends:")
     for module, what in OPTIONAL.items():
         version = _version(module)
-        state = f"usable ({version})" if version and not version.startswith("installed but") else (
-            version or "not installed")
+        state = (
+            f"usable ({version})"
+            if version and not version.startswith("installed but")
+            else (version or "not installed")
+        )
         lines.append(f"  {module:<11} {state:<32} {what}")
     return "\n".join(lines)

@@ -22,8 +22,9 @@ from pcdag.graphs.problems import Problem
 Fields = frozenset[str] | None
 
 
-def check_fields(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph) -> tuple[dict[str, Fields],
-                                                                                           list[Problem]]:
+def check_fields(
+    bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph
+) -> tuple[dict[str, Fields], list[Problem]]:
     out: dict[str, Fields] = {}
     problems: list[Problem] = []
     if not nx.is_directed_acyclic_graph(g):
@@ -35,8 +36,11 @@ def check_fields(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph)
             continue
         eff = b.node.fields()
         cloud_in = [e for e in edges if e.dst == name and POINT_CLOUD.accepts(b.cls.inputs[e.dst_port].type)]
-        declared = [p for p, spec in b.cls.inputs.items() if POINT_CLOUD.accepts(spec.type)
-                    and (spec.required or p in b.decl.inputs)]
+        declared = [
+            p
+            for p, spec in b.cls.inputs.items()
+            if POINT_CLOUD.accepts(spec.type) and (spec.required or p in b.decl.inputs)
+        ]
         if len(cloud_in) < len(declared):
             out[name] = None  # a broken connection, reported by the structure pass: nothing to check here
             continue
@@ -59,8 +63,13 @@ def _missing(b: Bound, field: str, have: frozenset[str], sources: list[str]) -> 
     else:
         fix = f"read {field!r} from a source that provides it"
     have_text = ", ".join(sorted(have)) or "nothing"
-    return Problem("missing-field", f"{b.decl.type} reads field {field!r} but nothing upstream provides it "
-                   f"(upstream provides: {have_text})", b.name, fix, b.decl.where())
+    return Problem(
+        "missing-field",
+        f"{b.decl.type} reads field {field!r} but nothing upstream provides it (upstream provides: {have_text})",
+        b.name,
+        fix,
+        b.decl.where(),
+    )
 
 
 @cache
@@ -69,7 +78,7 @@ def writers_of(field: str) -> tuple[str, ...]:
     found = []
     for name in registry.names():
         cls = registry.get(name)
-        if cls is None or "sources" == cls.role or cls.inputs == {}:
+        if cls is None or cls.role == "sources" or cls.inputs == {}:
             continue
         params, problems = build_params(cls.Params, {})
         if problems:

@@ -69,8 +69,11 @@ def _why_ends(last: str, bound: dict[str, Bound], succ: dict[str, list[Edge]], p
         return f"{last!r} feeds {len(out)} nodes ({', '.join(e.dst for e in out)}): its output is copied per branch"
     nxt = bound[out[0].dst]
     if nxt.placement != bound[last].placement:
-        boundary = "store boundary: written once, read by the loader" if nxt.placement == Placement.STORE \
+        boundary = (
+            "store boundary: written once, read by the loader"
+            if nxt.placement == Placement.STORE
             else f"stage boundary {bound[last].placement} → {nxt.placement}"
+        )
         return f"next node {nxt.name!r} runs in the {nxt.placement} stage ({boundary})"
     if len(pred[nxt.name]) > 1:
         return f"next node {nxt.name!r} joins {len(pred[nxt.name])} inputs"

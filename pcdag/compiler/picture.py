@@ -66,23 +66,46 @@ def draw(plan: Plan, out: Path) -> list[Path]:
         if len(grp.nodes) > 1:
             gx = [pos[n][0] for n in grp.nodes]
             gy = [pos[n][1] for n in grp.nodes]
-            ax.add_patch(FancyBboxPatch((min(gx) - 1.15, min(gy) - 0.55), max(gx) - min(gx) + 2.3,
-                                        max(gy) - min(gy) + 1.1, boxstyle="round,pad=0.05", fill=False,
-                                        linestyle="--", edgecolor="#555555"))
+            ax.add_patch(
+                FancyBboxPatch(
+                    (min(gx) - 1.15, min(gy) - 0.55),
+                    max(gx) - min(gx) + 2.3,
+                    max(gy) - min(gy) + 1.1,
+                    boxstyle="round,pad=0.05",
+                    fill=False,
+                    linestyle="--",
+                    edgecolor="#555555",
+                )
+            )
             ax.text(min(gx) - 1.1, max(gy) + 0.7, f"fused ({grp.placement})", fontsize=7, color="#555555")
     for e in plan.edges:
         (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
-        ax.annotate("", xy=(x1 - 1.0, y1), xytext=(x0 + 1.0, y0),
-                    arrowprops={"arrowstyle": "->", "color": "#444444", "lw": 1.2})
+        ax.annotate(
+            "", xy=(x1 - 1.0, y1), xytext=(x0 + 1.0, y0), arrowprops={"arrowstyle": "->", "color": "#444444", "lw": 1.2}
+        )
     for name, b in plan.bound.items():
         x, y = pos[name]
-        ax.add_patch(FancyBboxPatch((x - 1.0, y - 0.4), 2.0, 0.8, boxstyle="round,pad=0.04",
-                                    facecolor=COLOURS[b.placement], edgecolor="#333333"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - 1.0, y - 0.4),
+                2.0,
+                0.8,
+                boxstyle="round,pad=0.04",
+                facecolor=COLOURS[b.placement],
+                edgecolor="#333333",
+            )
+        )
         ax.text(x, y + 0.12, name, ha="center", va="center", fontsize=9, weight="bold")
         ax.text(x, y - 0.18, b.decl.type, ha="center", va="center", fontsize=7)
     present = sorted({b.placement for b in plan.bound.values()})
-    ax.legend(handles=[Patch(facecolor=COLOURS[p], edgecolor="#333333", label=str(p)) for p in present],
-              loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(present), fontsize=8, frameon=False)
+    ax.legend(
+        handles=[Patch(facecolor=COLOURS[p], edgecolor="#333333", label=str(p)) for p in present],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=len(present),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_xlim(min(xs) - 1.4, max(xs) + 1.4)
     ax.set_ylim(min(ys) - 0.9, max(ys) + 0.9)
     ax.set_aspect("equal")

@@ -48,8 +48,10 @@ class Plan:
     def render(self, scene_counts: bool = True) -> str:
         """The plan as text a person reads: stages, fused groups, fields, keys, parameters, warnings."""
         g = self.graph
-        lines = [f"plan for graph {g.name!r}" + (f" ({g.origin.file})" if g.origin else ""),
-                 f"  purpose {self.purpose}, seed {self.seed}, {len(self.bound)} nodes, {len(self.stages)} stages"]
+        lines = [
+            f"plan for graph {g.name!r}" + (f" ({g.origin.file})" if g.origin else ""),
+            f"  purpose {self.purpose}, seed {self.seed}, {len(self.bound)} nodes, {len(self.stages)} stages",
+        ]
         for w in self.warnings:
             lines.append(f"  ! {w}")
         for i, stage in enumerate(self.stages, 1):
@@ -59,8 +61,10 @@ class Plan:
             lines += self._stage_notes(stage)
         lines += ["", "fusion:"]
         for grp in self.groups:
-            lines.append(f"  [{' → '.join(grp.nodes)}] ({grp.placement}): {len(grp.nodes)} node"
-                         f"{'s' if len(grp.nodes) > 1 else ''} in one function; ends: {grp.ends}")
+            lines.append(
+                f"  [{' → '.join(grp.nodes)}] ({grp.placement}): {len(grp.nodes)} node"
+                f"{'s' if len(grp.nodes) > 1 else ''} in one function; ends: {grp.ends}"
+            )
         if not self.groups:
             lines.append("  nothing to fuse")
         return "\n".join(lines)
@@ -68,8 +72,9 @@ class Plan:
     def _node_lines(self, name: str, scene_counts: bool) -> list[str]:
         b = self.bound[name]
         ins = ", ".join(f"{e.dst_port} ← {e.src}.{e.src_port}" for e in self.edges if e.dst == name)
-        out = [f"  {name}: {b.decl.type} v{b.cls.version}  key {self.keys.get(name, '-')}"
-               + (f"  ({ins})" if ins else "")]
+        out = [
+            f"  {name}: {b.decl.type} v{b.cls.version}  key {self.keys.get(name, '-')}" + (f"  ({ins})" if ins else "")
+        ]
         given = set(b.decl.params)
         shown, defaults = [], []
         for f in attrs.fields(type(b.node.params)):
@@ -91,12 +96,16 @@ class Plan:
         out = []
         if stage.placement == Placement.OFFLINE:
             for job in self.offline:
-                out.append(f"  → one Dask task per partition of scenes runs {job.source} → "
-                           f"{' → '.join(job.program.nodes) or '(load only)'} → {job.store}; "
-                           "intermediate clouds are never written")
+                out.append(
+                    f"  → one Dask task per partition of scenes runs {job.source} → "
+                    f"{' → '.join(job.program.nodes) or '(load only)'} → {job.store}; "
+                    "intermediate clouds are never written"
+                )
         if stage.placement == Placement.LOADER and self.loader is not None:
-            out.append(f"  → one function per sample: {' → '.join(self.loader.nodes)} (one PointCloud, "
-                       "selections gathered once)")
+            out.append(
+                f"  → one function per sample: {' → '.join(self.loader.nodes)} (one PointCloud, "
+                "selections gathered once)"
+            )
         return out
 
 

@@ -68,8 +68,13 @@ def _resolve_one(decl: NodeDecl) -> tuple[Bound, list[Problem]]:
     for msg in messages:
         key = _param_named(msg, decl.params)
         problems.append(
-            Problem("bad-param", msg, decl.name, f"`pcdag nodes {decl.type}` lists its parameters and allowed values",
-                    decl.where(f"params.{key}" if key else None))
+            Problem(
+                "bad-param",
+                msg,
+                decl.name,
+                f"`pcdag nodes {decl.type}` lists its parameters and allowed values",
+                decl.where(f"params.{key}" if key else None),
+            )
         )
     node = None
     if params is not None:

@@ -67,16 +67,18 @@ def stages(bound: dict[str, Bound], g: nx.MultiDiGraph) -> list[Stage]:
     return out
 
 
-def program(entry: tuple[str, str], names: list[str], exit_: tuple[str, str], bound: dict[str, Bound],
-            edges: list[Edge]) -> StageProgram:
+def program(
+    entry: tuple[str, str], names: list[str], exit_: tuple[str, str], bound: dict[str, Bound], edges: list[Edge]
+) -> StageProgram:
     steps = tuple(
         Step(n, bound[n].node, tuple((e.dst_port, e.src, e.src_port) for e in edges if e.dst == n)) for n in names
     )
     return StageProgram(entry, steps, exit_)
 
 
-def offline_jobs(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph) -> tuple[list[OfflineJob],
-                                                                                           list[Problem]]:
+def offline_jobs(
+    bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph
+) -> tuple[list[OfflineJob], list[Problem]]:
     """One job per written store: its single source and the offline nodes between them, in order."""
     jobs, problems = [], []
     if not nx.is_directed_acyclic_graph(g):
@@ -91,8 +93,15 @@ def offline_jobs(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph)
         sources = [n for n in order if n in ups and bound[n].cls is not None and issubclass(bound[n].cls, SceneSource)]
         if len(sources) != 1:
             what = "no source" if not sources else f"{len(sources)} sources ({', '.join(sources)})"
-            problems.append(Problem("offline-shape", f"the store is fed by {what}; each store is written from "
-                                    "exactly one source", store, "use one Store per source", bound[store].decl.where()))
+            problems.append(
+                Problem(
+                    "offline-shape",
+                    f"the store is fed by {what}; each store is written from exactly one source",
+                    store,
+                    "use one Store per source",
+                    bound[store].decl.where(),
+                )
+            )
             continue
         src = sources[0]
         middle = [n for n in order if n in ups and n != src and bound[n].placement == Placement.OFFLINE]
@@ -103,21 +112,37 @@ def offline_jobs(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph)
     for name in order:
         b = bound[name]
         if b.placement == Placement.OFFLINE and name not in fed:
-            problems.append(Problem("no-store", "this offline node's results are not written anywhere", name,
-                                    "connect the end of its chain to a Store node", b.decl.where()))
+            problems.append(
+                Problem(
+                    "no-store",
+                    "this offline node's results are not written anywhere",
+                    name,
+                    "connect the end of its chain to a Store node",
+                    b.decl.where(),
+                )
+            )
     for e in edges:
         if bound[e.src].placement == Placement.OFFLINE and bound[e.dst].placement not in (
-            Placement.OFFLINE, Placement.STORE, None
+            Placement.OFFLINE,
+            Placement.STORE,
+            None,
         ):
-            problems.append(Problem("placement", f"offline node {e.src!r} feeds {e.dst!r} ({bound[e.dst].placement})"
-                                    " directly; offline results reach later stages through a Store", e.dst,
-                                    f"insert a Store between {e.src!r} and {e.dst!r}",
-                                    bound[e.dst].decl.where(f"inputs.{e.dst_port}")))
+            problems.append(
+                Problem(
+                    "placement",
+                    f"offline node {e.src!r} feeds {e.dst!r} ({bound[e.dst].placement})"
+                    " directly; offline results reach later stages through a Store",
+                    e.dst,
+                    f"insert a Store between {e.src!r} and {e.dst!r}",
+                    bound[e.dst].decl.where(f"inputs.{e.dst_port}"),
+                )
+            )
     return jobs, problems
 
 
-def loader_program(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph) -> tuple[StageProgram | None,
-                                                                                              list[Problem]]:
+def loader_program(
+    bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph
+) -> tuple[StageProgram | None, list[Problem]]:
     """The per-sample function: from the store the loader reads to the value the train step consumes."""
     if not nx.is_directed_acyclic_graph(g):
         return None, []
@@ -128,9 +153,15 @@ def loader_program(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGrap
     stores = sorted({e.src for e in edges if e.dst in loader and bound[e.src].placement == Placement.STORE})
     if len(stores) != 1:
         what = "no store" if not stores else f"{len(stores)} stores ({', '.join(stores)})"
-        return None, [Problem("loader-shape", f"the loader stage reads from {what}; it reads exactly one Store",
-                              loader[0], "feed the first loader node from one Store node",
-                              bound[loader[0]].decl.where())]
+        return None, [
+            Problem(
+                "loader-shape",
+                f"the loader stage reads from {what}; it reads exactly one Store",
+                loader[0],
+                "feed the first loader node from one Store node",
+                bound[loader[0]].decl.where(),
+            )
+        ]
     exits = [e for e in edges if e.src in loader and e.dst not in loader]
     sinks = [n for n in loader if not any(e.src == n for e in edges)]
     if exits:
@@ -138,8 +169,14 @@ def loader_program(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGrap
     elif len(sinks) == 1:
         exit_ = (sinks[0], next(iter(bound[sinks[0]].cls.outputs)))
     else:
-        return None, [Problem("loader-shape", f"the loader stage ends in {len(sinks)} nodes ({', '.join(sinks)}); "
-                              "it must produce one sample", sinks[0], "join the branches or remove one")]
+        return None, [
+            Problem(
+                "loader-shape",
+                f"the loader stage ends in {len(sinks)} nodes ({', '.join(sinks)}); it must produce one sample",
+                sinks[0],
+                "join the branches or remove one",
+            )
+        ]
     if any(bound[n].node is None for n in loader):
         return None, []
     return program((stores[0], "cloud"), loader, exit_, bound, edges), []

@@ -33,12 +33,14 @@ def check_splits(graph: Graph, bound: dict[str, Bound]) -> list[Problem]:
     problems = []
     purpose = graph.settings.get("purpose")
     if purpose is not None and purpose not in PURPOSES:
-        problems.append(Problem("bad-setting", f"purpose = {purpose!r} is not one of {', '.join(PURPOSES)}",
-                                origin=graph.origin))
+        problems.append(
+            Problem("bad-setting", f"purpose = {purpose!r} is not one of {', '.join(PURPOSES)}", origin=graph.origin)
+        )
     allowed = graph.settings.get("include_eval_splits", False)
     if not isinstance(allowed, bool):
-        problems.append(Problem("bad-setting", f"include_eval_splits = {allowed!r} must be true or false",
-                                origin=graph.origin))
+        problems.append(
+            Problem("bad-setting", f"include_eval_splits = {allowed!r} must be true or false", origin=graph.origin)
+        )
         allowed = False
     if graph_purpose(graph, bound) != "pretrain":
         return problems
@@ -48,14 +50,25 @@ def check_splits(graph: Graph, bound: dict[str, Bound]) -> list[Problem]:
         leaked = [s for s in b.node.data_splits() if s in EVAL_SPLITS]
         if not leaked:
             continue
-        what = f"this pre-training graph reads the evaluation split{'s' if len(leaked) > 1 else ''} " \
-               f"{', '.join(leaked)}"
+        what = f"this pre-training graph reads the evaluation split{'s' if len(leaked) > 1 else ''} {', '.join(leaked)}"
         if allowed:
-            problems.append(Problem("eval-leak", what + " (allowed by include_eval_splits: results are not "
-                                    "comparable to papers that exclude them)", b.name, severity="warning",
-                                    origin=b.decl.where("params.splits")))
+            problems.append(
+                Problem(
+                    "eval-leak",
+                    what + " (allowed by include_eval_splits: results are not comparable to papers that exclude them)",
+                    b.name,
+                    severity="warning",
+                    origin=b.decl.where("params.splits"),
+                )
+            )
         else:
-            problems.append(Problem("eval-leak", what + "; evaluation scenes must not be pre-trained on", b.name,
-                                    "use splits: [train], or set `settings: {include_eval_splits: true}` to do it "
-                                    "deliberately", b.decl.where("params.splits")))
+            problems.append(
+                Problem(
+                    "eval-leak",
+                    what + "; evaluation scenes must not be pre-trained on",
+                    b.name,
+                    "use splits: [train], or set `settings: {include_eval_splits: true}` to do it deliberately",
+                    b.decl.where("params.splits"),
+                )
+            )
     return problems

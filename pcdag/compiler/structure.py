@@ -49,26 +49,50 @@ def _connection(bound: dict[str, Bound], b: Bound, port: str, ref: PortRef) -> t
     if src is None:
         close = difflib.get_close_matches(ref.node, list(bound), n=1)
         fix = f"did you mean {close[0]!r}?" if close else f"nodes in this graph: {', '.join(bound)}"
-        return None, [Problem("unknown-node", f"input {port!r} comes from {ref.node!r}, which is not a node of this "
-                              "graph", b.name, fix, where)]
+        return None, [
+            Problem(
+                "unknown-node",
+                f"input {port!r} comes from {ref.node!r}, which is not a node of this graph",
+                b.name,
+                fix,
+                where,
+            )
+        ]
     problems: list[Problem] = []
     if b.cls is not None and port not in b.cls.inputs:
         names = ", ".join(b.cls.inputs) or "none"
-        problems.append(Problem("unknown-port", f"{b.decl.type} has no input port {port!r}", b.name,
-                                f"its input ports: {names}", where))
+        problems.append(
+            Problem(
+                "unknown-port", f"{b.decl.type} has no input port {port!r}", b.name, f"its input ports: {names}", where
+            )
+        )
     if src.cls is None:
         return None, problems  # unknown type already reported; nothing more to check on this edge
     outs = list(src.cls.outputs)
     if ref.port is None:
         if len(outs) != 1:
-            problems.append(Problem("unknown-port", f"input {port!r} names node {ref.node!r} without a port, but "
-                                    f"{src.decl.type} has {len(outs)} outputs", b.name,
-                                    f"write '{ref.node}.<port>' with one of: {', '.join(outs) or 'none'}", where))
+            problems.append(
+                Problem(
+                    "unknown-port",
+                    f"input {port!r} names node {ref.node!r} without a port, but "
+                    f"{src.decl.type} has {len(outs)} outputs",
+                    b.name,
+                    f"write '{ref.node}.<port>' with one of: {', '.join(outs) or 'none'}",
+                    where,
+                )
+            )
             return None, problems
         src_port = outs[0]
     elif ref.port not in src.cls.outputs:
-        problems.append(Problem("unknown-port", f"{ref.node!r} ({src.decl.type}) has no output port {ref.port!r}",
-                                b.name, f"its output ports: {', '.join(outs) or 'none'}", where))
+        problems.append(
+            Problem(
+                "unknown-port",
+                f"{ref.node!r} ({src.decl.type}) has no output port {ref.port!r}",
+                b.name,
+                f"its output ports: {', '.join(outs) or 'none'}",
+                where,
+            )
+        )
         return None, problems
     else:
         src_port = ref.port
@@ -76,8 +100,15 @@ def _connection(bound: dict[str, Bound], b: Bound, port: str, ref: PortRef) -> t
         return None, problems
     want, got = b.cls.inputs[port].type, src.cls.outputs[src_port].type
     if not want.accepts(got):
-        problems.append(Problem("type-mismatch", f"input {port!r} expects {want} but {ref.node}.{src_port} gives {got}",
-                                b.name, f"feed {b.name}.{port} from a node that outputs {want}", where))
+        problems.append(
+            Problem(
+                "type-mismatch",
+                f"input {port!r} expects {want} but {ref.node}.{src_port} gives {got}",
+                b.name,
+                f"feed {b.name}.{port} from a node that outputs {want}",
+                where,
+            )
+        )
         return None, problems
     return Edge(ref.node, src_port, b.name, port), problems
 
@@ -89,13 +120,24 @@ def _unconnected(bound: dict[str, Bound], b: Bound) -> list[Problem]:
     for port, spec in b.cls.inputs.items():
         if spec.required and port not in b.decl.inputs:
             candidates = [
-                f"{o.name}.{op}" for o in bound.values() if o.cls is not None and o.name != b.name
-                for op, ospec in o.cls.outputs.items() if spec.type.accepts(ospec.type)
+                f"{o.name}.{op}"
+                for o in bound.values()
+                if o.cls is not None and o.name != b.name
+                for op, ospec in o.cls.outputs.items()
+                if spec.type.accepts(ospec.type)
             ]
-            fix = f"add `inputs: {{{port}: <node>}}`" + (f"; candidates: {', '.join(candidates[:4])}"
-                                                         if candidates else f"; nothing here outputs {spec.type}")
-            out.append(Problem("unconnected", f"required input {port!r} ({spec.type}) is not connected", b.name,
-                               fix, b.decl.where()))
+            fix = f"add `inputs: {{{port}: <node>}}`" + (
+                f"; candidates: {', '.join(candidates[:4])}" if candidates else f"; nothing here outputs {spec.type}"
+            )
+            out.append(
+                Problem(
+                    "unconnected",
+                    f"required input {port!r} ({spec.type}) is not connected",
+                    b.name,
+                    fix,
+                    b.decl.where(),
+                )
+            )
     return out
 
 
@@ -106,9 +148,15 @@ def _cycles(g: nx.MultiDiGraph, bound: dict[str, Bound]) -> list[Problem]:
         first = min(range(len(cycle)), key=lambda i: rank[cycle[i]])
         cycle = cycle[first:] + cycle[:first]  # start at the node declared first, for stable messages
         path = " → ".join([*cycle, cycle[0]])
-        out.append(Problem("cycle", f"data flows in a circle: {path}", cycle[0],
-                           "a dataflow graph must be acyclic; repeated rounds are stages, not back-edges",
-                           bound[cycle[0]].decl.where()))
+        out.append(
+            Problem(
+                "cycle",
+                f"data flows in a circle: {path}",
+                cycle[0],
+                "a dataflow graph must be acyclic; repeated rounds are stages, not back-edges",
+                bound[cycle[0]].decl.where(),
+            )
+        )
         if len(out) >= 5:
             break
     return out
@@ -119,8 +167,14 @@ def _placement_flow(bound: dict[str, Bound], edges: list[Edge]) -> list[Problem]
     for e in edges:
         a, b = bound[e.src].placement, bound[e.dst].placement
         if a is not None and b is not None and a > b:
-            out.append(Problem("placement", f"{e.src!r} runs in the {a} stage but feeds {e.dst!r} in the earlier "
-                               f"{b} stage; data only flows offline → store → loader → device → eval", e.dst,
-                               f"move {e.dst!r} to the {a} stage or later, or feed it from an earlier node",
-                               bound[e.dst].decl.where(f"inputs.{e.dst_port}")))
+            out.append(
+                Problem(
+                    "placement",
+                    f"{e.src!r} runs in the {a} stage but feeds {e.dst!r} in the earlier "
+                    f"{b} stage; data only flows offline → store → loader → device → eval",
+                    e.dst,
+                    f"move {e.dst!r} to the {a} stage or later, or feed it from an earlier node",
+                    bound[e.dst].decl.where(f"inputs.{e.dst_port}"),
+                )
+            )
     return out
