@@ -139,3 +139,11 @@ def test_plan_text_and_pictures(tmp_path: Path) -> None:
     assert sorted(p.suffix for p in paths) == [".dot", ".png", ".svg"]
     assert (tmp_path / "scannet.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (tmp_path / "scannet.svg").read_text()
+
+
+def test_where_a_store_lives_is_not_part_of_any_key() -> None:
+    a = compile_graph(_pipeline()).keys
+    g = _pipeline()
+    decl = g.nodes["store"]
+    g.nodes["store"] = type(decl)(decl.name, decl.type, {"path": "elsewhere", "splits": ["val"]}, decl.inputs)
+    assert compile_graph(g).keys == a

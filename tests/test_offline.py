@@ -14,15 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pcdag.compiler.schedule import MAX_PARTITION, default_partition_size, partition
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import SceneRef, SceneSource
 from pcdag.graphs.params import integer, of_type, param
 from pcdag.runtime.offline import (
-    MAX_PARTITION,
     OfflineReport,
     SceneOutcome,
-    default_partition_size,
-    partition,
     run_offline,
     scene_hash32,
     scene_key,

@@ -10,11 +10,10 @@ import attrs
 from pcdag.compiler.fusion import FusedGroup
 from pcdag.compiler.program import StageProgram
 from pcdag.compiler.resolve import Bound
-from pcdag.compiler.schedule import OfflineJob, Stage
+from pcdag.compiler.schedule import OfflineJob, Stage, default_partition_size
 from pcdag.compiler.structure import Edge
 from pcdag.graphs.graph import Graph
 from pcdag.graphs.node import SceneSource
-from pcdag.graphs.params import describe
 from pcdag.graphs.ports import Placement
 from pcdag.graphs.problems import Problem
 
@@ -90,6 +89,7 @@ class Plan:
             out.append(f"      fields   {', '.join(sorted(fields))}")
         if scene_counts and isinstance(b.node, SceneSource):
             out.append(f"      scenes   {scene_summary(b.node)}")
+        out += [f"      {note}" for note in b.node.plan_notes()]
         return out
 
     def _stage_notes(self, stage: Stage) -> list[str]:
@@ -97,10 +97,11 @@ class Plan:
         if stage.placement == Placement.OFFLINE:
             for job in self.offline:
                 out.append(
-                    f"  → one Dask task per partition of scenes runs {job.source} → "
+                    f"  → per scene, inside one Dask task: {job.source} → "
                     f"{' → '.join(job.program.nodes) or '(load only)'} → {job.store}; "
                     "intermediate clouds are never written"
                 )
+                out.append(f"    {partition_summary(self.node(job.source))}")
         if stage.placement == Placement.LOADER and self.loader is not None:
             out.append(
                 f"  → one function per sample: {' → '.join(self.loader.nodes)} (one PointCloud, "
@@ -121,5 +122,15 @@ def scene_summary(source: SceneSource) -> str:
     return f"{len(refs)} scenes in {rooms} rooms ({splits or 'none'})"
 
 
-def param_help(b: Bound) -> list[str]:
-    return [describe(f) for f in attrs.fields(b.cls.Params)]
+def partition_summary(source: SceneSource, workers: int = 1) -> str:
+    """How the scenes split into Dask tasks with the default embedded cluster."""
+    try:
+        n = len(source.scenes())
+    except Exception as exc:  # reported by scene_summary already
+        return f"partitions unknown: {type(exc).__name__}"
+    size = default_partition_size(n, workers)
+    tasks = -(-n // size) if n else 0
+    return (
+        f"{n} scenes → {tasks} Dask task{'s' if tasks != 1 else ''} of ≤ {size} scene{'s' if size != 1 else ''} "
+        f"({workers} worker; `pcdag preprocess --workers N` spreads them)"
+    )

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Sequence
+from typing import TypeVar
 
 import attrs
 import networkx as nx
@@ -19,6 +22,26 @@ from pcdag.compiler.structure import Edge
 from pcdag.graphs.node import SceneSource
 from pcdag.graphs.ports import Placement
 from pcdag.graphs.problems import Problem
+
+T = TypeVar("T")
+
+MAX_PARTITION = 256  # scenes per task at most
+FINE_TASKS = 64  # with few scenes, aim for this many tasks (progress finer than a quarter of the run)
+TASKS_PER_SLOT = 4  # otherwise aim for this many tasks per worker thread
+
+
+def default_partition_size(n_scenes: int, slots: int) -> int:
+    """Scenes per task: about ``TASKS_PER_SLOT`` tasks per worker thread (at least ``FINE_TASKS`` tasks when
+    there are that many scenes, for a finer progress bar), never more than ``MAX_PARTITION`` scenes, at least 1."""
+    target = max(TASKS_PER_SLOT * max(1, slots), min(n_scenes, FINE_TASKS))
+    return int(min(MAX_PARTITION, max(1, math.ceil(n_scenes / target))))
+
+
+def partition(items: Sequence[T], size: int) -> list[list[T]]:
+    """Consecutive batches of ``size`` items (the last may be shorter)."""
+    if size < 1:
+        raise ValueError(f"partition_size must be at least 1, got {size}")
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 @attrs.frozen
@@ -47,7 +70,11 @@ def cache_keys(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph, s
         record = {
             "type": b.decl.type,
             "version": b.cls.version,
-            "params": attrs.asdict(b.node.params),
+            "params": {
+                f.name: getattr(b.node.params, f.name)
+                for f in attrs.fields(type(b.node.params))
+                if f.metadata.get("cache", True)
+            },
             "inputs": sorted(f"{e.dst_port}={keys.get(e.src, '?')}:{e.src_port}" for e in edges if e.dst == name),
         }
         if b.placement == Placement.OFFLINE:

@@ -121,6 +121,10 @@ class Node:
         """Fields on the output when no point cloud flows in (sources, stores); None = unknown before run time."""
         return frozenset()
 
+    def plan_notes(self) -> list[str]:
+        """Derived facts for ``pcdag plan`` (cheap: metadata only, never data)."""
+        return []
+
     @classmethod
     def help(cls) -> str:
         """Human-readable signature: ports, placement and parameters with allowed values."""

@@ -25,9 +25,15 @@ class ParamError(ValueError):
     """A parameter value is outside what its validator allows."""
 
 
-def param(default: Any = attrs.NOTHING, validator: Any = None, *, unit: str = "", doc: str = "") -> Any:
-    """An attrs field with a validator and plan metadata (unit shown next to the value, doc in ``--help``)."""
-    kwargs: dict[str, Any] = {"validator": validator, "metadata": {"unit": unit, "doc": doc}}
+def param(
+    default: Any = attrs.NOTHING, validator: Any = None, *, unit: str = "", doc: str = "", cache: bool = True
+) -> Any:
+    """An attrs field with a validator and plan metadata (unit shown next to the value, doc in ``--help``).
+
+    ``cache=False`` leaves the parameter out of cache keys: for parameters that do not change what a node
+    computes (where a store lives, what a reader selects), so moving a store does not invalidate it.
+    """
+    kwargs: dict[str, Any] = {"validator": validator, "metadata": {"unit": unit, "doc": doc, "cache": cache}}
     if isinstance(default, (list, dict, set)):
         kwargs["factory"] = lambda d=default: type(d)(d)
     else:

@@ -140,3 +140,11 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=workers > 0,
     )
+
+
+def dataset_from_plan(plan: Any, loops: int = 1) -> StoreDataset:
+    """The compiled loader stage of ``plan``: the Store it reads (path, splits, fields) + the fused program."""
+    if plan.loader is None:
+        raise ValueError(f"graph {plan.graph.name!r} has no loader stage (no loader node reads a Store)")
+    store = plan.node(plan.loader.entry[0]).params
+    return StoreDataset(store.path, store.splits, plan.loader, store.fields, seed=plan.seed, loops=loops)

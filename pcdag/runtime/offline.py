@@ -23,29 +23,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attrs
 import dask
 import numpy as np
 from tqdm.auto import tqdm
 
+from pcdag.compiler.schedule import default_partition_size, partition
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import SceneRef
 from pcdag.runtime.store import SceneStore
 
-T = TypeVar("T")
 SceneFn = Callable[[Any, np.random.Generator], PointCloud]
 
-MAX_PARTITION = 256  # scenes per task at most
-FINE_TASKS = 64  # with few scenes, aim for this many tasks (progress finer than a quarter of the run)
-TASKS_PER_SLOT = 4  # otherwise aim for this many tasks per worker thread
 WORKER_MEMORY = {
     "distributed.worker.memory.target": 0.60,
     "distributed.worker.memory.spill": 0.70,
@@ -77,20 +73,6 @@ def scene_rng(seed: int, scene_id: str) -> np.random.Generator:
 
 
 # ---------------------------------------------------------------------------------------------- partitions
-
-
-def default_partition_size(n_scenes: int, slots: int) -> int:
-    """Scenes per task: about ``TASKS_PER_SLOT`` tasks per worker thread (at least ``FINE_TASKS`` tasks when
-    there are that many scenes, for a finer progress bar), never more than ``MAX_PARTITION`` scenes, at least 1."""
-    target = max(TASKS_PER_SLOT * max(1, slots), min(n_scenes, FINE_TASKS))
-    return int(min(MAX_PARTITION, max(1, math.ceil(n_scenes / target))))
-
-
-def partition(items: Sequence[T], size: int) -> list[list[T]]:
-    """Consecutive batches of ``size`` items (the last may be shorter)."""
-    if size < 1:
-        raise ValueError(f"partition_size must be at least 1, got {size}")
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 # ---------------------------------------------------------------------------------------------- outcomes

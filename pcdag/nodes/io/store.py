@@ -32,9 +32,13 @@ class Store(Node):
 
     @attrs.frozen
     class Params:
-        path: str = param(validator=of_type(str), doc="store directory (relative to the working directory)")
-        splits: list = param(["train"], subset_of(*SPLITS), doc="splits the loader reads")
-        fields: list | None = param(None, of_type(list, type(None)), doc="fields the loader reads (default all)")
+        path: str = param(
+            validator=of_type(str), doc="store directory (relative to the working directory)", cache=False
+        )
+        splits: list = param(["train"], subset_of(*SPLITS), doc="splits the loader reads", cache=False)
+        fields: list | None = param(
+            None, of_type(list, type(None)), doc="fields the loader reads (default all)", cache=False
+        )
 
     def data_splits(self) -> tuple[str, ...]:
         return tuple(self.params.splits)
@@ -45,12 +49,28 @@ class Store(Node):
             return frozenset(["coord", *self.params.fields])
         return self.stored_fields()
 
+    def plan_notes(self) -> list[str]:
+        scenes = self._manifest_scenes()
+        if scenes is None:
+            return [f"store    {self.params.path} not written yet"]
+        chosen = [s for s in scenes if s.get("split") in self.params.splits]
+        points = sum(int(s.get("n_points", 0)) for s in chosen)
+        return [
+            f"store    {len(scenes)} scenes written; the loader reads {len(chosen)} ({', '.join(self.params.splits)}"
+            f"), {points:,} points: {len(chosen)} samples per epoch"
+        ]
+
+    def _manifest_scenes(self) -> list[dict] | None:
+        try:
+            scenes = json.loads((Path(self.params.path) / "manifest.json").read_text())["scenes"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return scenes if isinstance(scenes, list) else None
+
     def stored_fields(self) -> frozenset[str] | None:
         """Fields common to every scene of an existing store, from its manifest (None if not written yet)."""
-        manifest = Path(self.params.path) / "manifest.json"
-        try:
-            scenes = json.loads(manifest.read_text())["scenes"]
-        except (OSError, ValueError, KeyError, TypeError):
+        scenes = self._manifest_scenes()
+        if scenes is None:
             return None
         sets = [frozenset(s.get("fields", ())) for s in scenes]
         return frozenset.intersection(*sets) if sets else None
