@@ -241,3 +241,14 @@ def test_safe_name_is_a_single_plain_component() -> None:
     assert safe_name("x" * 500) != safe_name("x" * 499 + "y")
     with pytest.raises(ValueError):
         safe_name("")
+
+
+def test_a_scene_opens_as_a_labelled_xarray_dataset(tmp_path) -> None:
+    store = SceneStore(tmp_path / "s")
+    coord = np.arange(12, dtype=np.float32).reshape(4, 3)
+    color = np.full((4, 3), 7, np.uint8)
+    store.write("a/b", PointCloud({"coord": coord, "color": color}), key="k", split="train", room="a")
+    ds = store.open_xarray("a/b")
+    assert dict(ds.sizes) == {"point": 4, "xyz": 3, "rgb": 3}
+    np.testing.assert_array_equal(ds["coord"].values, coord)
+    assert ds.attrs["scene"] == "a/b" and ds["color"].dtype == np.uint8

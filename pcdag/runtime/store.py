@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,15 @@ def _compressor() -> zarr.codecs.BloscCodec:
     return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
 
+def _dims(name: str, ndim: int) -> tuple[str, ...]:
+    """Dimension names: ``point`` first; RGB / XYZ triples named so; other trailing axes ``<field>_<i>``."""
+    if ndim == 2 and name == "color":
+        return ("point", "rgb")
+    if ndim == 2 and name in ("coord", "normal", "origin_coord", "grid_coord"):
+        return ("point", "xyz")
+    return ("point", *(f"{name}_{i}" for i in range(1, ndim)))
+
+
 def _write_field(group: zarr.Group, name: str, array: np.ndarray) -> None:
     """Write one field as a chunked, compressed array of ``group``."""
     out = group.create_array(
@@ -102,6 +112,7 @@ def _write_field(group: zarr.Group, name: str, array: np.ndarray) -> None:
         chunks=_chunks(array.shape, array.dtype),
         compressors=_compressor(),
         config={"write_empty_chunks": True},  # every chunk on disk, also those equal to the fill value
+        dimension_names=_dims(name, array.ndim),  # xarray reads these
     )
     if array.size:
         out[...] = array
@@ -233,6 +244,17 @@ class SceneStore:
                     f"{want['dtype']}{want['shape']}"
                 )
         return PointCloud(arrays, {"scene": scene_id, "split": meta.get("split"), "room": meta.get("room")})
+
+    def open_xarray(self, scene_id: str) -> Any:
+        """A committed scene as a lazy ``xarray.Dataset`` (dimension ``point``), for inspection and statistics."""
+        import xarray as xr
+
+        if self._meta(scene_id) is None:
+            raise FileNotFoundError(f"scene {scene_id!r} is not in store {self.path}")
+        with warnings.catch_warnings():  # pcdag.json beside the arrays is ours, not a zarr node
+            warnings.simplefilter("ignore", UserWarning)
+            ds = xr.open_zarr(str(self.scene_dir(scene_id)), consolidated=False, zarr_format=3)
+        return ds.assign_attrs(scene=scene_id)
 
     def entries(self, splits: Iterable[str] | None = None) -> list[StoreEntry]:
         """Committed scenes (optionally only those of ``splits``), sorted by id."""
