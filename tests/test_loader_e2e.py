@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import numpy as np
+import pytest
 import torch
 
 from pcdag.cli import main
@@ -48,3 +50,20 @@ def test_compiled_loader_reads_the_store_and_batches_with_offsets(tmp_path: Path
     np.testing.assert_array_equal(again["coord"].numpy(), ds[0]["coord"].numpy())  # seeded per epoch and index
     ds.set_epoch(1)
     assert not np.array_equal(again["coord"].numpy(), ds[0]["coord"].numpy())
+
+
+def test_loader_skips_scenes_left_by_an_older_run(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(GRAPH.replace("STORE", str(tmp_path / "store")).replace("splits: [train, val]", "splits: [train]"))
+    assert main(["preprocess", str(path), "--quiet", "--set", "rooms.val_fraction=0.0"]) == 0
+    assert (
+        main(["preprocess", str(path), "--quiet", "--set", "rooms.val_fraction=0.0", "--set", "rooms.n_scenes=2"]) == 0
+    )
+    with pytest.raises(ValueError, match="written by other offline parameters.*run `pcdag preprocess`"):
+        dataset_from_plan(compile_graph(load_graph(path)))  # the graph as written asks for 6 scenes
+    graph = load_graph(path)
+    graph.nodes["rooms"] = attrs.evolve(
+        graph.nodes["rooms"], params={**graph.nodes["rooms"].params, "n_scenes": 2, "val_fraction": 0.0}
+    )
+    ds = dataset_from_plan(compile_graph(graph))
+    assert len(ds.store.entries()) == 6 and len(ds) == 2

@@ -50,7 +50,8 @@ class StoreDataset(Dataset):
         self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
         if isinstance(loops, bool) or not isinstance(loops, int) or loops < 1:
             raise ValueError(f"loops = {loops!r} must be a whole number ≥ 1")
-        self.entries = self.store.entries(self.splits)
+        stale = self.store.stale()  # left by older runs with other parameters or sources: not this plan's data
+        self.entries = [e for e in self.store.entries(self.splits) if e.id not in stale]
         if not self.entries:
             have = sorted({e.split for e in self.store.entries()})
             raise ValueError(
@@ -146,5 +147,15 @@ def dataset_from_plan(plan: Any, loops: int = 1) -> StoreDataset:
     """The compiled loader stage of ``plan``: the Store it reads (path, splits, fields) + the fused program."""
     if plan.loader is None:
         raise ValueError(f"graph {plan.graph.name!r} has no loader stage (no loader node reads a Store)")
-    store = plan.node(plan.loader.entry[0]).params
+    name = plan.loader.entry[0]
+    store = plan.node(name).params
+    written_here = any(e.dst == name for e in plan.edges)
+    if written_here:  # the graph also writes this store: it must hold what this graph's offline stage makes
+        made_by = SceneStore(store.path).stage_key()
+        if made_by != plan.keys[name]:
+            state = "was never written" if made_by is None else "was written by other offline parameters"
+            raise ValueError(
+                f"store {store.path} {state} (stage key {made_by}, graph {plan.graph.name!r} expects "
+                f"{plan.keys[name]}): run `pcdag preprocess` on this graph first"
+            )
     return StoreDataset(store.path, store.splits, plan.loader, store.fields, seed=plan.seed, loops=loops)

@@ -281,6 +281,22 @@ class SceneStore:
                 out.append(entry)
         return sorted(out, key=lambda e: e.id)
 
+    def _manifest(self) -> dict[str, Any]:
+        try:
+            manifest = json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
+
+    def stage_key(self) -> str | None:
+        """Cache key of the offline stage that last wrote this store (None if never written)."""
+        return self._manifest().get("stage_key")
+
+    def stale(self) -> frozenset[str]:
+        """Scenes the last offline run did not produce (older runs, other parameters): ``other_scenes`` of the
+        manifest. Kept on disk, never read by the loader."""
+        return frozenset(self._manifest().get("other_scenes", ()))
+
     # -- failures and housekeeping -----------------------------------------------------------------
     def quarantine(self, scene_id: str, *, key: str, split: str, room: str, error: str, traceback: str) -> None:
         """Record that ``scene_id`` failed; a later successful ``write`` removes the record."""
