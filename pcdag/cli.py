@@ -116,13 +116,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _compiled(args: argparse.Namespace):
+    """The plan of ``args.graph`` with ``--set`` overrides, or None after printing every problem."""
     from pcdag.compiler import compile_graph
 
     try:
-        plan = compile_graph(_load(args.graph, args.overrides))
+        return compile_graph(_load(args.graph, args.overrides))
     except GraphError as exc:
         _report(exc.problems)
+        return None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _compiled(args)
+    if plan is None:
         return 1
     print(plan.render())
     if not args.no_picture:
@@ -135,14 +142,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from pcdag.compiler import compile_graph
     from pcdag.runtime.offline import run_offline
     from pcdag.runtime.store import SceneStore
 
-    try:
-        plan = compile_graph(_load(args.graph, args.overrides))
-    except GraphError as exc:
-        _report(exc.problems)
+    plan = _compiled(args)
+    if plan is None:
         return 1
     if not plan.offline:
         print(f"{args.graph}: no offline stage writes a store; nothing to preprocess", file=sys.stderr)
