@@ -115,3 +115,25 @@ def test_changing_a_parameter_recomputes_every_scene(tmp_path: Path, shared_data
     assert _counts(capsys.readouterr().out) == (3, 0, 0)
     assert main([*argv, "--set", "normals.k=16"]) == 0
     assert _counts(capsys.readouterr().out) == (0, 3, 0)
+
+
+def test_runs_on_an_existing_dask_cluster(tmp_path: Path, capsys) -> None:
+    from distributed import LocalCluster
+
+    store = tmp_path / "store"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        argv = [
+            "preprocess",
+            str(REPO / "graphs" / "synthetic.yaml"),
+            "--quiet",
+            "--scheduler",
+            cluster.scheduler_address,
+            "--set",
+            f"store.path={store}",
+            "--set",
+            "rooms.points=2000",
+        ]
+        assert main(argv) == 0
+        assert any(p.startswith("pcdag-offline") for p in cluster.scheduler.task_prefixes)  # ran there
+    assert _counts(capsys.readouterr().out) == (8, 0, 0)
+    assert len(SceneStore(store).entries()) == 8
