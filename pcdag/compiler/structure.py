@@ -40,7 +40,19 @@ def check_structure(bound: dict[str, Bound]) -> tuple[list[Edge], nx.MultiDiGrap
         g.add_edge(e.src, e.dst, src_port=e.src_port, dst_port=e.dst_port)
     problems += _cycles(g, bound)
     problems += _placement_flow(bound, edges)
+    problems += _node_input_checks(bound, edges)
     return edges, g, problems
+
+
+def _node_input_checks(bound: dict[str, Bound], edges: list[Edge]) -> list[Problem]:
+    out = []
+    for b in bound.values():
+        if b.node is None:
+            continue
+        types = {e.dst_port: bound[e.src].cls.outputs[e.src_port].type for e in edges if e.dst == b.name}
+        for msg in b.node.check_inputs(types):
+            out.append(Problem("input", msg, b.name, origin=b.decl.where()))
+    return out
 
 
 def _connection(bound: dict[str, Bound], b: Bound, port: str, ref: PortRef) -> tuple[Edge | None, list[Problem]]:

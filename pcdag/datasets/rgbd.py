@@ -12,11 +12,11 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import attrs
 import numpy as np
 from PIL import Image
+
+from pcdag.graphs.frames import Frames
 
 SPLITS = ("train", "val", "test")
 DEFAULT_INTRINSICS = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]], np.float32)
@@ -24,42 +24,15 @@ INTRINSICS_FILE = "camera-intrinsics.txt"
 _COLOR = re.compile(r"^(frame-\d+)\.color\.(jpg|jpeg|png)$")
 
 
-@attrs.define(eq=False)
-class RGBDFrames:
-    """Posed colour + depth frames of one sequence, sharing one pinhole camera."""
-
-    colors: np.ndarray  # [F, H, W, 3] uint8
-    depths: np.ndarray  # [F, H, W] float32 metres, 0 = no measurement
-    poses: np.ndarray  # [F, 4, 4] float32 camera-to-world
-    intrinsics: np.ndarray  # [3, 3] float32
-    frame_ids: list[str]
-    meta: dict[str, Any] = attrs.field(factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.frame_ids)
+class RGBDFrames(Frames):
+    """Posed colour + depth frames of one sequence sharing one pinhole camera: ``Frames`` with depth, poses
+    and intrinsics all present."""
 
     def validate(self, where: str = "RGB-D frames") -> RGBDFrames:
-        """Check dtypes, matching shapes, finite poses and depths; raise ``ValueError`` naming ``where``."""
-        f = len(self.frame_ids)
-        c, d, p, k = self.colors, self.depths, self.poses, self.intrinsics
-        problems = []
-        if f == 0:
-            problems.append("no frames")
-        if c.dtype != np.uint8 or c.ndim != 4 or c.shape[0] != f or c.shape[3] != 3:
-            problems.append(f"colors are {c.dtype} {list(c.shape)}, expected uint8 [{f}, H, W, 3]")
-        if d.dtype != np.float32 or d.shape != c.shape[:3]:
-            problems.append(f"depths are {d.dtype} {list(d.shape)}, expected float32 {list(c.shape[:3])}")
-        elif not (np.isfinite(d).all() and (d >= 0).all()):
-            problems.append("depths must be finite and non-negative")
-        if p.dtype != np.float32 or p.shape != (f, 4, 4):
-            problems.append(f"poses are {p.dtype} {list(p.shape)}, expected float32 [{f}, 4, 4]")
-        elif not np.isfinite(p).all():
-            bad = [self.frame_ids[i] for i in np.flatnonzero(~np.isfinite(p).all(axis=(1, 2)))]
-            problems.append(f"poses of {', '.join(bad[:5])} are not finite")
-        if k.dtype != np.float32 or k.shape != (3, 3) or not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
-            problems.append(f"intrinsics must be a finite float32 [3, 3] with positive focal lengths, got {k!r}")
-        if problems:
-            raise ValueError(f"{where}: " + "; ".join(problems))
+        missing = [n for n in ("depths", "poses", "intrinsics") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"{where}: RGB-D frames need {', '.join(missing)}")
+        super().validate(where)
         return self
 
 

@@ -67,6 +67,18 @@ def effect(reads=(), optional_reads=(), writes=(), drops=()) -> FieldEffect:
 
 
 @attrs.frozen
+class Parts:
+    """What an *expanding* node (``expands = True``) puts on its output: several named parts of one item
+    (the rooms of one walkthrough video), each continuing down the rest of the stage on its own and stored
+    as its own scene ``<item id>/<name>``."""
+
+    items: tuple[tuple[str, Any], ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@attrs.frozen
 class NoParams:
     """Parameter class of nodes without parameters."""
 
@@ -77,6 +89,7 @@ class Node:
     role: ClassVar[str] = "general"
     placements: ClassVar[tuple[Placement, ...]] = (Placement.OFFLINE,)
     version: ClassVar[int] = 1
+    expands: ClassVar[bool] = False  # returns ``Parts``: one item becomes several scenes
     requires: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[Mapping[str, In]] = {}
     outputs: ClassVar[Mapping[str, Out]] = {}
@@ -116,6 +129,11 @@ class Node:
     def data_splits(self) -> tuple[str, ...]:
         """Data splits this node reads scenes from (sources and stores); checked for evaluation leakage."""
         return ()
+
+    def check_inputs(self, types: Mapping[str, PortType]) -> list[str]:
+        """Problems with what is connected (input port -> type of the output feeding it), for checks that
+        depend on parameters (e.g. a depth-based backend fed plain video). Each message becomes an error."""
+        return []
 
     def source_fields(self) -> frozenset[str] | None:
         """Fields on the output when no point cloud flows in (sources, stores); None = unknown before run time."""

@@ -38,8 +38,9 @@ class PortType:
 
 POINT_CLOUD = PortType("PointCloud", "one scene's points with named per-point fields")
 MESH = PortType("Mesh", "a point cloud of vertices plus triangle faces", parent=POINT_CLOUD)
-RGBD_FRAMES = PortType("RGBDFrames", "posed colour + depth frames with intrinsics")
-VIDEO = PortType("Video", "decoded RGB frames of one video with timestamps")
+FRAMES = PortType("Frames", "RGB frames of one scene, with whatever is known of depth and cameras")
+RGBD_FRAMES = PortType("RGBDFrames", "posed colour + depth frames with intrinsics", parent=FRAMES)
+VIDEO = PortType("Video", "decoded RGB frames of one video with timestamps", parent=FRAMES)
 POSED_IMAGES = PortType("PosedImages", "RGB images with camera poses and intrinsics")
 PAIRING = PortType("Pairing", "point-to-pixel correspondences between a cloud and images")
 MULTI_VIEW_BATCH = PortType("MultiViewBatch", "several augmented views of scenes, concatenated, with offsets")
@@ -53,6 +54,7 @@ PORT_TYPES: dict[str, PortType] = {
     for t in (
         POINT_CLOUD,
         MESH,
+        FRAMES,
         RGBD_FRAMES,
         VIDEO,
         POSED_IMAGES,

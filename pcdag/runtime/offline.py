@@ -140,34 +140,61 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def process_scene(source: Any, scene_fn: SceneFn, store: SceneStore, task: SceneTask, seed: int) -> SceneOutcome:
-    """Load, transform, validate and store one scene; an exception quarantines it instead of propagating."""
+def process_scene(source: Any, scene_fn: SceneFn, store: SceneStore, task: SceneTask, seed: int) -> list[SceneOutcome]:
+    """Load one item, run the chain, validate and store what it makes: one scene, or one per part when the
+    chain expands (rooms of a video, stored as ``<id>/<part>``). A failing scene is quarantined, not raised."""
     ref, t0, n_in = task.ref, time.perf_counter(), None
     try:
         item = source.load(ref)
         n_in = len(item) if isinstance(item, PointCloud) else None
-        cloud = scene_fn(item, scene_rng(seed, ref.id))
-        if not isinstance(cloud, PointCloud):
-            raise CloudError(f"scene {ref.id}: the offline chain returned a {type(cloud).__name__}, not a PointCloud")
-        cloud.validate(where=f"scene {ref.id}")
-        seconds = time.perf_counter() - t0
-        report = {"n_in": n_in, "n_out": len(cloud), "seconds": round(seconds, 4), "seed": seed}
-        store.write(ref.id, cloud, key=task.key, split=ref.split, room=ref.room, report=report)
+        run_parts = getattr(scene_fn, "run_parts", None)
+        rng = scene_rng(seed, ref.id)
+        parts = run_parts(item, rng) if run_parts else [("", scene_fn(item, rng))]
     except Exception as exc:
-        return _quarantine(store, task, exc, traceback.format_exc(), time.perf_counter() - t0, n_in)
-    return SceneOutcome(ref.id, "done", seconds=time.perf_counter() - t0, n_in=n_in, n_out=len(cloud))
+        return [_quarantine(store, task, ref.id, ref.room, exc, traceback.format_exc(), t0, n_in)]
+    outcomes = [_store_part(store, task, name, value, seed, t0, n_in) for name, value in parts]
+    if parts and parts[0][0] and all(o.status == "done" for o in outcomes):
+        store.mark_item(ref.id, task.key, [o.scene for o in outcomes])  # a re-run skips this item whole
+    return outcomes
+
+
+def _store_part(
+    store: SceneStore, task: SceneTask, part: str, value: Any, seed: int, t0: float, n_in: int | None
+) -> SceneOutcome:
+    ref = task.ref
+    scene, room = (f"{ref.id}/{part}", f"{ref.room}/{part}") if part else (ref.id, ref.room)
+    try:
+        if isinstance(value, BaseException):
+            raise value
+        if not isinstance(value, PointCloud):
+            raise CloudError(f"scene {scene}: the offline chain returned a {type(value).__name__}, not a PointCloud")
+        value.validate(where=f"scene {scene}")
+        seconds = time.perf_counter() - t0
+        report = {"n_in": n_in, "n_out": len(value), "seconds": round(seconds, 4), "seed": seed}
+        report.update(value.meta.get("report", {}))  # per-node reports and timings
+        store.write(scene, value, key=task.key, split=ref.split, room=room, report=report)
+    except Exception as exc:
+        tb = "".join(traceback.format_exception(exc))
+        return _quarantine(store, task, scene, room, exc, tb, t0, n_in)
+    return SceneOutcome(scene, "done", seconds=time.perf_counter() - t0, n_in=n_in, n_out=len(value))
 
 
 def _quarantine(
-    store: SceneStore, task: SceneTask, exc: BaseException, tb: str, seconds: float, n_in: int | None = None
+    store: SceneStore,
+    task: SceneTask,
+    scene: str,
+    room: str,
+    exc: BaseException,
+    tb: str,
+    t0: float,
+    n_in: int | None = None,
 ) -> SceneOutcome:
     error = _error_text(exc)
-    ref = task.ref
     try:
-        store.quarantine(ref.id, key=task.key, split=ref.split, room=ref.room, error=error, traceback=tb)
+        store.quarantine(scene, key=task.key, split=task.ref.split, room=room, error=error, traceback=tb)
     except Exception as qexc:  # e.g. the store is not writable: still report the scene's own error
         error += f" (and it could not be quarantined: {_error_text(qexc)})"
-    return SceneOutcome(ref.id, "failed", seconds=seconds, error=error, n_in=n_in)
+    return SceneOutcome(scene, "failed", seconds=time.perf_counter() - t0, error=error, n_in=n_in)
 
 
 def run_partition(
@@ -175,7 +202,7 @@ def run_partition(
 ) -> list[SceneOutcome]:
     """One Dask task: process a batch of scenes in order. The store travels as a path, not an open handle."""
     store = SceneStore(store_path)
-    return [process_scene(source, scene_fn, store, task, seed) for task in tasks]
+    return [o for task in tasks for o in process_scene(source, scene_fn, store, task, seed)]
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -210,9 +237,12 @@ def run_offline(
     store.prepare()  # a path that is not a store fails here, not once per scene
     store.clean_tmp()
     tasks = [SceneTask(ref, scene_key(stage_key, ref)) for ref in refs]
-    todo = [t for t in tasks if force or not store.has(t.ref.id, t.key)]
-    todo_ids = {t.ref.id for t in todo}
-    outcomes = {r.id: SceneOutcome(r.id, "skipped") for r in refs if r.id not in todo_ids}
+    outcomes: dict[str, list[SceneOutcome]] = {}
+    for t in tasks:
+        done = None if force else _already_done(store, t)
+        if done is not None:
+            outcomes[t.ref.id] = [SceneOutcome(scene, "skipped") for scene in done]
+    todo = [t for t in tasks if t.ref.id not in outcomes]
     if todo:
         cluster = dict(
             scheduler=scheduler,
@@ -222,10 +252,26 @@ def run_offline(
             memory_limit=memory_limit,
         )
         run = _Run(source, scene_fn, store, seed, len(refs), len(outcomes), progress)
-        outcomes.update({o.scene: o for o in run.execute(todo, partition_size, cluster)})
-    report = OfflineReport([outcomes[r.id] for r in refs], time.perf_counter() - t0)
+        for o in run.execute(todo, partition_size, cluster):
+            outcomes.setdefault(_item_of(o.scene, todo), []).append(o)
+    report = OfflineReport([o for r in refs for o in outcomes[r.id]], time.perf_counter() - t0)
     store.write_manifest(_manifest_info(source, store, tasks, report, stage_key, seed))
     return report
+
+
+def _already_done(store: SceneStore, task: SceneTask) -> list[str] | None:
+    """The scenes an earlier run committed for this item with this key, or None when it must run."""
+    if store.has(task.ref.id, task.key):
+        return [task.ref.id]
+    return store.item_scenes(task.ref.id, task.key)
+
+
+def _item_of(scene: str, tasks: list[SceneTask]) -> str:
+    """The source item a scene came from: itself, or the longest item id it extends as ``<item>/<part>``."""
+    ids = {t.ref.id for t in tasks}
+    while scene not in ids and "/" in scene:
+        scene = scene.rsplit("/", 1)[0]
+    return scene
 
 
 def _check_settings(**values: int | None) -> None:
@@ -246,15 +292,15 @@ def _check_unique(refs: list[SceneRef]) -> None:
 def _manifest_info(
     source: Any, store: SceneStore, tasks: list[SceneTask], report: OfflineReport, stage_key: str, seed: int
 ) -> dict[str, Any]:
-    expected = {t.ref.id: t.key for t in tasks}
-    other = [e.id for e in store.entries() if expected.get(e.id) != e.key]
+    keys = {t.key for t in tasks}  # an item's parts share its key
+    other = [e.id for e in store.entries() if e.key not in keys]
     return {
         "stage_key": stage_key,
         "source": f"{type(source).__module__}.{type(source).__qualname__}",
         "seed": seed,
         "counts": report.counts(),
         "seconds": round(report.seconds, 3),
-        # committed scenes that this run did not produce (not in its refs, or made by another stage key)
+        # committed scenes this run's items and keys did not produce (older parameters, vanished inputs)
         "other_scenes": other,
     }
 
@@ -336,14 +382,17 @@ class _Run:
                     died = RuntimeError(
                         "its worker process died while computing it (out of memory, or a crash in native code)"
                     )
-                    batch = [_quarantine(self.store, part[0], died, _error_text(exc), 0.0)]
+                    ref = part[0].ref
+                    batch = [
+                        _quarantine(self.store, part[0], ref.id, ref.room, died, _error_text(exc), time.perf_counter())
+                    ]
                 except Exception as exc:  # not one scene's error (those are caught in the task): stop the run
                     raise RuntimeError(
                         f"offline task for {len(part)} scene(s) from {part[0].ref.id!r} failed outside any scene "
                         f"(sending the source or chain to a worker?): {_error_text(exc)}"
                     ) from exc
                 results += batch
-                self._tick(bar, batch)
+                self._tick(bar, batch, len(part))
         return results
 
     def _submit(self, client: Any, part: list[SceneTask]) -> Any:
@@ -352,9 +401,9 @@ class _Run:
             run_partition, self.source, self.scene_fn, str(self.store.path), part, self.seed, key=key, pure=False
         )
 
-    def _tick(self, bar: Any, batch: list[SceneOutcome]) -> None:
+    def _tick(self, bar: Any, batch: list[SceneOutcome], items: int) -> None:
         for o in batch:
             self.counts[o.status] += 1
         c = self.counts
         bar.set_postfix({"done": c["done"], "skip": self.skipped, "fail": c["failed"]}, refresh=False)
-        bar.update(len(batch))
+        bar.update(items)  # the bar counts source items; an expanding chain makes several scenes of one

@@ -288,6 +288,23 @@ class SceneStore:
             return {}
         return manifest if isinstance(manifest, dict) else {}
 
+    # -- items that expand into several scenes ----------------------------------------------------
+    def mark_item(self, item_id: str, key: str, scenes: list[str]) -> None:
+        """Record that source item ``item_id`` (e.g. one video) made ``scenes`` with cache key ``key``."""
+        record = {"id": item_id, "key": key, "scenes": list(scenes), "time": _now()}
+        atomic_write_json(self.path / "items" / f"{safe_name(item_id)}.json", record)
+
+    def item_scenes(self, item_id: str, key: str) -> list[str] | None:
+        """The scenes item ``item_id`` made with ``key``, if all of them are still committed; else None."""
+        try:
+            record = json.loads((self.path / "items" / f"{safe_name(item_id)}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("id") != item_id or record.get("key") != key:
+            return None
+        scenes = record.get("scenes", [])
+        return scenes if scenes and all(self.has(s, key) for s in scenes) else None
+
     def stage_key(self) -> str | None:
         """Cache key of the offline stage that last wrote this store (None if never written)."""
         return self._manifest().get("stage_key")

@@ -1,0 +1,63 @@
+"""Expanding nodes: one source item becomes several scenes, each stored, skipped or quarantined on its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pcdag.compiler import compile_graph
+from pcdag.graphs import Graph, In, Node, Out, registry
+from pcdag.graphs.node import Parts
+from pcdag.graphs.ports import POINT_CLOUD, Placement
+from pcdag.runtime.offline import run_offline
+from pcdag.runtime.store import SceneStore
+
+
+class SplitHalves(Node):
+    """Test double: cut a cloud at x = 0 into 'west' and 'east'; the east half of scene 1 is made invalid."""
+
+    placements = (Placement.OFFLINE,)
+    expands = True
+    inputs = {"cloud": In(POINT_CLOUD)}
+    outputs = {"cloud": Out(POINT_CLOUD)}
+
+    def run(self, rng, cloud):
+        x = cloud["coord"][:, 0]
+        west, east = cloud.copy().select(x < 0), cloud.copy().select(x >= 0)
+        if cloud.meta["scene"].endswith("1"):
+            east["coord"] = np.full_like(east["coord"], np.nan)
+        return {"cloud": Parts((("west", west), ("east", east)))}
+
+
+def _run(store: Path):
+    g = Graph("split")
+    rooms = g.add("rooms", "SyntheticSource", params={"n_scenes": 3, "points": 3000})
+    halves = g.add("halves", "SplitHalves", cloud=rooms)
+    g.add("normals", "EstimateNormals", placement="offline", params={"k": 8}, cloud=halves)
+    g.add("store", "Store", params={"path": str(store)}, cloud="normals")
+    plan = compile_graph(g)
+    (job,) = plan.offline
+    source = plan.node("rooms")
+    return run_offline(
+        source, source.scenes(), job.program, SceneStore(store), stage_key=plan.keys["store"], progress=False
+    )
+
+
+def test_parts_are_stored_skipped_and_quarantined_separately(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with registry.registered(SplitHalves):
+        first = _run(store)
+        again = _run(store)
+    assert first.counts() == {"done": 5, "skipped": 0, "failed": 1}
+    (bad,) = first.failed
+    assert bad.scene == "synthetic-0-00001/east" and "finite" in bad.error
+    entries = {e.id: e for e in SceneStore(store).entries()}
+    assert "synthetic-0-00000/west" in entries and entries["synthetic-0-00000/west"].room.endswith("/west")
+    # items whose parts all completed are skipped whole; the item with a failed part runs again
+    assert again.counts() == {"done": 1, "skipped": 4, "failed": 1}
+    meta = json.loads((store / "scenes" / "synthetic-0-00000__west" / "pcdag.json").read_text())
+    assert set(meta["report"]["seconds"]) == {"halves", "normals"}
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["other_scenes"] == []
