@@ -29,9 +29,7 @@ class FusedGroup:
 
 def per_item(b: Bound) -> bool:
     """True for nodes executed once per scene/sample with one cloud in and out (or a source)."""
-    return b.cls is not None and (
-        issubclass(b.cls, (CloudTransform, SceneSource)) or bool(getattr(b.cls, "per_item", False))
-    )
+    return b.cls is not None and (issubclass(b.cls, (CloudTransform, SceneSource)) or b.cls.per_item)
 
 
 def fuse(bound: dict[str, Bound], edges: list[Edge], g: nx.MultiDiGraph) -> list[FusedGroup]:

@@ -6,6 +6,7 @@ A node class declares, as class attributes, everything the compiler needs before
     Params             attrs class; validators give the allowed values (``pcdag.graphs.params``)
     placements         where it may run (first = default); see ``Placement``
     version            bump when the math changes: it is part of every cache key downstream
+    per_item, expands  runs once per scene/sample (fusable); returns ``Parts`` (one item → several scenes)
     requires           optional importable modules it needs (``spconv``, ``pycolmap``, ``av``)
     fields()           which point fields it reads, writes and drops (may depend on parameters)
 
@@ -90,6 +91,7 @@ class Node:
     placements: ClassVar[tuple[Placement, ...]] = (Placement.OFFLINE,)
     version: ClassVar[int] = 1
     expands: ClassVar[bool] = False  # returns ``Parts``: one item becomes several scenes
+    per_item: ClassVar[bool] = False  # runs once per scene/sample on one main input: fusable into a chain
     requires: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[Mapping[str, In]] = {}
     outputs: ClassVar[Mapping[str, Out]] = {}

@@ -1,0 +1,80 @@
+"""``Reconstruct``: frames of one scene → a coloured point cloud, by one of three backends.
+
+Parameters of all backends live here (flat, with the backend they belong to in their doc); the math lives in
+``rgbd.py`` (depth back-projection + voxel fusion), ``sfm.py`` (pycolmap structure from motion) and
+``feedforward.py`` (π³ / VGGT-style point-map networks), with chunking and stitching in ``chunks.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+from pcdag.graphs.cloud import PointCloud
+from pcdag.graphs.frames import Frames
+from pcdag.graphs.node import FieldEffect, In, Node, Out, effect
+from pcdag.graphs.params import in_range, integer, of_type, one_of, param
+from pcdag.graphs.ports import FRAMES, POINT_CLOUD, RGBD_FRAMES, Placement, PortType
+from pcdag.graphs.registry import register
+from pcdag.nodes.reconstruction.base import BACKENDS, backend
+
+OPTIONAL_STR = of_type(str, type(None), allowed="a string or null")
+
+
+@register
+class Reconstruct(Node):
+    """Reconstruct a coloured point cloud from the frames of one scene (rgbd | sfm | feedforward backend)."""
+
+    role = "reconstruction"
+    placements = (Placement.OFFLINE,)
+    version = 1
+    per_item = True
+    inputs = {"frames": In(FRAMES, doc="video or RGB-D frames of one scene")}
+    outputs = {"cloud": Out(POINT_CLOUD, doc="coord + color in the frames' world (or an arbitrary) frame")}
+
+    @attrs.frozen
+    class Params:
+        backend: str = param("rgbd", one_of(*BACKENDS), doc="rgbd: depth fusion; sfm: pycolmap; feedforward: π³")
+        use_known_cameras: bool = param(True, of_type(bool), doc="use intrinsics/poses the frames carry")
+        voxel_size: float = param(0.02, in_range(0.0, 1.0), unit="m", doc="fusion grid (0 = keep every point)")
+        min_depth: float = param(0.1, in_range(0.0, None), unit="m", doc="rgbd/feedforward: nearer is dropped")
+        max_depth: float = param(8.0, in_range(0.0, None, lo_open=True), unit="m", doc="farther is dropped")
+        edge_threshold: float = param(
+            0.05, in_range(0.0, None), doc="drop pixels whose depth jumps by more than this fraction (0 = off)"
+        )
+        conf_threshold: float = param(0.1, in_range(0.0, 1.0), doc="feedforward: keep sigmoid(confidence) above")
+        max_frames: int = param(400, integer(2, None), doc="sfm/feedforward: evenly spaced frames at most")
+        pixel_budget: int = param(255_000, integer(1024, None), unit="px", doc="feedforward: pixels per frame")
+        patch_multiple: int = param(14, integer(1, 256), unit="px", doc="feedforward: sides a multiple of this")
+        model: str | None = param(None, OPTIONAL_STR, doc="feedforward: 'module:factory' building the network")
+        weights: str | None = param(None, OPTIONAL_STR, doc="feedforward: local weights file (state dict)")
+        device: str = param("auto", one_of("auto", "cpu", "cuda"), doc="feedforward: where the network runs")
+        chunk_frames: int = param(0, integer(0, None), doc="frames per chunk (0 = from memory_budget)")
+        chunk_overlap: int = param(8, integer(2, None), doc="frames shared by consecutive chunks")
+        memory_budget: float = param(8.0, in_range(0.1, None), unit="GiB", doc="per-chunk working memory")
+        sfm_max_image_size: int = param(640, integer(64, None), unit="px", doc="sfm: longest image side")
+        sfm_overlap: int = param(10, integer(1, None), doc="sfm: sequential matching window")
+
+    def check_inputs(self, types: Mapping[str, PortType]) -> list[str]:
+        got = types.get("frames")
+        if self.params.backend == "rgbd" and got is not None and not RGBD_FRAMES.accepts(got):
+            return [
+                f"backend 'rgbd' needs depth and poses (RGBDFrames) but the input is {got}; use backend "
+                "'sfm' or 'feedforward' for plain video"
+            ]
+        return []
+
+    def fields(self) -> FieldEffect:
+        return effect(writes=["coord", "color"])
+
+    def run(self, rng: np.random.Generator, frames: Frames) -> dict[str, Any]:
+        from pcdag.nodes.reconstruction.chunks import reconstruct_in_chunks
+
+        result = reconstruct_in_chunks(frames, backend(self.params.backend), self.params, rng)
+        cloud = result.cloud
+        cloud.meta.update({k: v for k, v in frames.meta.items() if k in ("scene", "split", "room")})
+        cloud.meta.setdefault("report", {})["Reconstruct"] = {"backend": self.params.backend, **result.report}
+        return {"cloud": cloud}
