@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 import numpy as np
 
-from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
 from pcdag.graphs.node import FieldEffect, In, Node, Out, effect
 from pcdag.graphs.params import in_range, integer, of_type, one_of, param
