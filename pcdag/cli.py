@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor", help="Python, torch, CUDA, GPU and which optional backends are usable")
     p.set_defaults(run=cmd_doctor)
 
+    from pcdag.stats import add_stats_parser
+
+    add_stats_parser(sub)
+
     args = parser.parse_args(argv)
     return args.run(args)
 

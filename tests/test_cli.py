@@ -17,7 +17,7 @@ from pcdag.testing.graphs import graphs
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("command", ["validate", "plan", "preprocess", "nodes", "doctor"])
+@pytest.mark.parametrize("command", ["validate", "plan", "preprocess", "nodes", "doctor", "stats"])
 def test_every_command_has_help(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

@@ -32,7 +32,7 @@ class Frames:
         return int(self.colors.shape[1]), int(self.colors.shape[2])
 
     def subset(self, index: np.ndarray | slice) -> Frames:
-        """Frames ``index`` (views where numpy gives views); meta is shared."""
+        """Frames ``index`` (views where numpy gives views); meta is copied (shallow)."""
         ids = np.asarray(self.frame_ids, dtype=object)[index].tolist()
         pick = lambda a: None if a is None else a[index]  # noqa: E731
         return Frames(

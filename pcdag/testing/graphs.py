@@ -26,7 +26,8 @@ def _chainable() -> list[str]:
         if problems:
             continue
         eff = cls.from_built(params, {}).fields()
-        if eff.reads <= SOURCE_FIELDS and not (eff.drops & SOURCE_FIELDS) and "color" not in eff.reads:
+        both = Placement.OFFLINE in cls.placements and Placement.LOADER in cls.placements
+        if both and eff.reads <= SOURCE_FIELDS and not (eff.drops & SOURCE_FIELDS) and "color" not in eff.reads:
             out.append(name)
     return out
 
@@ -51,5 +52,5 @@ def graphs(draw, max_transforms: int = 6) -> Graph:
         prev = g.add(names[i + 1], kind, placement=str(Placement.OFFLINE), cloud=prev)
     prev = g.add(names[-1], "Store", params={"path": "stores/hypothesis", "fields": ["color", "normal"]}, cloud=prev)
     for i, kind in enumerate(chain[n_offline:], start=n_offline):
-        prev = g.add(names[i + 1], kind, cloud=prev)
+        prev = g.add(names[i + 1], kind, placement=str(Placement.LOADER), cloud=prev)
     return g

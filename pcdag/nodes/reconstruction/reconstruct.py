@@ -74,6 +74,9 @@ class Reconstruct(Node):
 
         result = reconstruct_in_chunks(frames, backend(self.params.backend), self.params, rng)
         cloud = result.cloud
-        cloud.meta.update({k: v for k, v in frames.meta.items() if k in ("scene", "split", "room")})
-        cloud.meta.setdefault("report", {})["Reconstruct"] = {"backend": self.params.backend, **result.report}
+        carried = {k: v for k, v in frames.meta.items() if k != "report"}  # scene, split, room, segment, ...
+        cloud.meta.update(carried)
+        report = cloud.meta.setdefault("report", {})
+        report.update(frames.meta.get("report", {}))  # e.g. what SplitScenes found
+        report["Reconstruct"] = {"backend": self.params.backend, **result.report}
         return {"cloud": cloud}
