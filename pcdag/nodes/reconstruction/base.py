@@ -7,6 +7,15 @@ A backend is a module ``pcdag.nodes.reconstruction.<backend>`` with a function
 It uses ``frames.intrinsics`` / ``frames.poses`` when present and ``params.use_known_cameras`` is true, and
 estimates what is missing otherwise. Long sequences are cut into overlapping chunks by ``chunks.py`` and the
 chunk results stitched by a similarity transform estimated on the overlap; a backend sees one chunk at a time.
+
+Optional module-level hooks a backend may define, used by ``chunks.py`` to size chunks under
+``params.memory_budget``: ``BYTES_PER_PIXEL`` (working memory per input pixel), ``frame_pixels(h, w, params)``
+(pixels the backend actually processes per frame) and ``select_frames(count, params)`` (the frame indices it
+uses, e.g. at most ``max_frames`` evenly spaced).
+
+Units: ``rgbd``, ``sfm`` with known poses, and known cameras give metres. ``sfm`` without known poses and
+``feedforward`` networks give their own (scale-free) units; ``min_depth``, ``max_depth`` and ``voxel_size`` then
+apply in those units, and ``AlignScale`` downstream sets the metric scale.
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ class Reconstruction:
     poses: np.ndarray  # [F, 4, 4] float64 camera-to-world of every input frame; NaN where not registered
     intrinsics: np.ndarray  # [3, 3] float64 the camera used (known or estimated)
     report: dict = attrs.field(factory=dict)  # backend facts for the scene report (frames registered, ...)
+    # [F, P, 3] float32 sampled per-pixel world points of every frame (NaN = none), for stitching chunks by
+    # points when poses are unknown or nearly collinear; None when the backend has no per-pixel points (sfm)
+    anchors: np.ndarray | None = None
 
 
 def backend(name: str) -> Callable:
