@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition-size", type=int, default=None, help="scenes per Dask task (default: automatic)")
     p.add_argument("--force", action="store_true", help="recompute scenes whose cache key already matches")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-stats", action="store_true", help="skip STORE/stats.{png,json} (points, scale, spacing)")
     _overrides(p)
     p.set_defaults(run=cmd_preprocess)
 
@@ -187,10 +188,32 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         )
         print(report.summary())
         failed += len(report.failed)
+        stats_png = Path(store.params.path) / "stats.png"
+        if not args.no_stats and (report.done or not stats_png.exists()):
+            _write_stats(Path(store.params.path))
     if failed:
         print(f"{failed} scene{'s' if failed != 1 else ''} quarantined; the others are in the store", file=sys.stderr)
         return 3
     return 0
+
+
+def _write_stats(store: Path) -> None:
+    """Dataset statistics of a store next to it (``stats.png`` histograms, ``stats.json`` numbers)."""
+    from pcdag.runtime.atomic import atomic_write_json
+    from pcdag.stats import plot_stats, store_stats
+
+    try:
+        stats = store_stats(store)
+    except (OSError, ValueError) as exc:
+        print(f"no statistics for {store}: {exc}", file=sys.stderr)
+        return
+    plot_stats(stats, store / "stats.png")
+    atomic_write_json(store / "stats.json", stats)
+    diag = stats["summary"]["bbox_diagonal"]
+    print(
+        f"statistics: {store / 'stats.png'} ({stats['n_scenes']} scenes, bounding-box diagonal median "
+        f"{diag['median']:.2f} m; `pcdag stats {store} --compare OTHER` overlays another store)"
+    )
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:

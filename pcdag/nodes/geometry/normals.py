@@ -16,6 +16,7 @@ from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import integer, one_of, param
 from pcdag.graphs.registry import register
+from pcdag.nodes.geometry.outliers import tree_workers
 
 _NEIGHBOURS_PER_CHUNK = 6_400_000  # neighbour rows gathered at once: 200k points at k = 32, ~150 MB of float64
 
@@ -36,7 +37,7 @@ def estimate_normals(coord: np.ndarray, k: int) -> np.ndarray:
     chunk = max(1024, _NEIGHBOURS_PER_CHUNK // k)
     for start in range(0, len(points), chunk):
         stop = start + chunk
-        _, neighbour = tree.query(points[start:stop], k=k, workers=-1)  # [C, k]
+        _, neighbour = tree.query(points[start:stop], k=k, workers=tree_workers())  # [C, k]
         normal[start:stop] = smallest_axis(points[neighbour])
     return normal
 

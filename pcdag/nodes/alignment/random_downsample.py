@@ -1,0 +1,41 @@
+"""RandomDownsample: keep a uniformly random subset of at most ``max_points`` points (in their input order)."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.params import integer, param
+from pcdag.graphs.ports import Placement
+from pcdag.graphs.registry import register
+
+
+@register
+class RandomDownsample(CloudTransform):
+    """Keep a uniformly random subset of ``max_points`` points when the cloud has more; otherwise keep it whole.
+
+    Every subset of size ``max_points`` is equally likely; kept points stay in their input order. The reference
+    post-processing keeps 2,000,000 points before alignment; the paper says 20,000.
+    """
+
+    role = "alignment"
+    version = 1
+    placements = (Placement.OFFLINE, Placement.LOADER)
+
+    @attrs.frozen
+    class Params:
+        max_points: int = param(2_000_000, integer(1, None), doc="points kept at most")
+
+    def fields(self) -> FieldEffect:
+        return effect(reads=["coord"])
+
+    def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
+        n = len(cloud)
+        if n == 0:
+            raise CloudError(f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has no points")
+        if n > self.params.max_points:
+            cloud.select(np.sort(rng.choice(n, size=self.params.max_points, replace=False)))  # [max_points]
+        cloud.meta.setdefault("report", {})["RandomDownsample"] = {"n_in": n, "n_out": len(cloud)}
+        return cloud
