@@ -1,0 +1,48 @@
+"""`pcdag preprocess graphs/roomtours.yaml` on a folder of generated room videos, on two Dask workers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pcdag.cli import main
+from pcdag.datasets.roomvideo import write_video_folder
+from pcdag.runtime.store import SceneStore
+
+pytestmark = pytest.mark.slow
+GRAPH = Path(__file__).resolve().parents[1] / "graphs" / "roomtours.yaml"
+# generated videos are seconds long, not minutes: the durations of the splitting rules scale down with them
+SHORT = ["videos.skip_seconds=0", "videos.fps=0", "split.label_fps=0", "split.min_seconds=2",
+         "split.min_segment_seconds=2", "split.min_indoor_seconds=2", "split.merge_run_seconds=0.5",
+         "recon.max_frames=40"]  # fmt: skip
+
+
+def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None:
+    videos, store = tmp_path / "videos", tmp_path / "store"
+    write_video_folder(videos, 2, seed=0, n_rooms=2, n_frames=64)  # two rooms per video, a hard cut between
+    (videos / "video_009.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    argv = ["preprocess", str(GRAPH), "--quiet", "--workers", "2", "--set", f"videos.root={videos}",
+            "--set", f"store.path={store}"] + [a for s in SHORT for a in ("--set", s)]  # fmt: skip
+
+    assert main(argv) == 3  # the broken video is quarantined, the others complete
+    out = capsys.readouterr().out
+    assert re.search(r"5 scenes: 4 done, 0 skipped, 1 failed", out), out
+    assert "failed video_009" in out and "video_009.mp4" in out
+    s = SceneStore(store)
+    ids = [e.id for e in s.entries()]
+    assert ids == ["video_000/scene00", "video_000/scene01", "video_001/scene00", "video_001/scene01"]
+    for scene in ids:
+        meta = json.loads((s.scene_dir(scene) / "pcdag.json").read_text())
+        report = meta["report"]
+        assert report["Reconstruct"]["backend"] == "sfm" and report["Reconstruct"]["frames_registered"] >= 15
+        assert report["AlignZUp"]["plane_found"] and report["SplitScenes"]["kept"] == 2
+        assert 2.835 <= report["AlignScale"]["diagonal_after"] <= 15.2  # the ScanNet range the paper draws from
+        assert set(meta["fields"]) == {"coord", "color", "normal"} and meta["n_points"] > 500
+        assert set(report["seconds"]) >= {"split", "recon", "zup", "normals"}
+    assert (store / "stats.png").stat().st_size > 10_000 and json.loads((store / "stats.json").read_text())
+
+    assert main(argv) == 3  # resumable: the videos that were done are skipped whole
+    assert re.search(r"5 scenes: 0 done, 4 skipped, 1 failed", capsys.readouterr().out)
