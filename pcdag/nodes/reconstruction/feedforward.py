@@ -32,7 +32,7 @@ that rounding. Pixels are kept when sigmoid(conf) > ``conf_threshold``, the dept
 distance to the camera centre when poses are returned; neither = no depth filtering) lies in
 ``[min_depth, max_depth]`` in the network's units, and the pixel is not on a depth edge (the rgbd rule). Colours come
 from the resized frames; points are fused on ``voxel_size`` (network units). Without returned poses the poses are
-NaN and chunk stitching relies on the per-pixel anchors left in ``cloud.meta`` (see ``chunks.py``). Intrinsics: the
+NaN and chunk stitching relies on the per-pixel anchors (``Reconstruction.anchors``, see ``chunks.py``). Intrinsics: the
 frames' when known, else fitted to ``local_points`` (least squares of u = fx x/z + cx, v = fy y/z + cy), else NaN.
 """
 
