@@ -112,6 +112,13 @@ class PointCloud:
         fields = {k: np.array(v, copy=True) for k, v in self.materialise().items()}
         return PointCloud(fields, copy.deepcopy(self.meta))
 
+    def require_points(self, who: object) -> int:
+        """The number of points; a ``CloudError`` naming ``who`` (a node) and the scene when there are none."""
+        n = len(self)
+        if n == 0:
+            raise CloudError(f"{who!r}: scene {self.meta.get('scene', '?')!r} has no points")
+        return n
+
     # -- contracts ---------------------------------------------------------------------------------
     def validate(self, where: str = "point cloud") -> PointCloud:
         """Check field contracts and finite, non-empty coordinates; raise ``CloudError`` naming ``where``."""

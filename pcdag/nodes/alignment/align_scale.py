@@ -92,8 +92,7 @@ class AlignScale(CloudTransform):
 
     def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
         p = self.params
-        if len(cloud) == 0:
-            raise CloudError(f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has no points")
+        cloud.require_points(self)
         before = bbox_diagonal(cloud["coord"])
         facts: dict = {"semantics": p.semantics, "diagonal_before": before}
         if p.semantics == "reference":

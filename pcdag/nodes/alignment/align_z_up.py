@@ -38,7 +38,7 @@ import math
 import attrs
 import numpy as np
 
-from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, one_of, pair, param
 from pcdag.graphs.ports import Placement
@@ -119,9 +119,8 @@ class AlignZUp(CloudTransform):
 
     def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
         p = self.params
+        cloud.require_points(self)
         coord = cloud["coord"].astype(np.float64)  # [N, 3]
-        if len(coord) == 0:
-            raise CloudError(f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has no points")
         spacing = median_spacing(coord, rng, p.spacing_points) if len(coord) > 1 else 0.0
         voxel = float(np.clip(p.voxel_factor * spacing, *p.voxel_range))
         means = voxel_means(coord, voxel)  # [M, 3]

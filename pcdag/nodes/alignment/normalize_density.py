@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
 from pcdag.graphs.ports import Placement
@@ -56,10 +56,8 @@ class NormalizeDensity(CloudTransform):
 
     def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
         p = self.params
+        n = cloud.require_points(self)
         coord = cloud["coord"].astype(np.float64)  # [N, 3]
-        n = len(coord)
-        if n == 0:
-            raise CloudError(f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has no points")
         volume = hull_volume(coord)
         facts: dict = {"n_in": n, "hull_volume_before": volume, "density_before": n / volume if volume else None}
 

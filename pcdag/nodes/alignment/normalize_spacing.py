@@ -22,7 +22,7 @@ import math
 import attrs
 import numpy as np
 
-from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
 from pcdag.graphs.ports import Placement
@@ -74,10 +74,8 @@ class NormalizeSpacing(CloudTransform):
 
     def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
         p = self.params
+        n = cloud.require_points(self)
         coord = cloud["coord"].astype(np.float64)  # [N, 3]
-        n = len(coord)
-        if n == 0:
-            raise CloudError(f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has no points")
         facts: dict = {"n_in": n, "spacing_before": None, "iterations": 0}
         if n > 2:
             keep, after = self._thin(coord, rng, facts)

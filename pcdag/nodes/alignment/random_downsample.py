@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.ports import Placement
@@ -32,9 +32,7 @@ class RandomDownsample(CloudTransform):
         return effect(reads=["coord"])
 
     def apply(self, cloud: PointCloud, rng: np.random.Generator) -> PointCloud:
-        n = len(cloud)
-        if n == 0:
-            raise CloudError(f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has no points")
+        n = cloud.require_points(self)
         if n > self.params.max_points:
             cloud.select(np.sort(rng.choice(n, size=self.params.max_points, replace=False)))  # [max_points]
         cloud.meta.setdefault("report", {})["RandomDownsample"] = {"n_in": n, "n_out": len(cloud)}
