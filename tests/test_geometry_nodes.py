@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
@@ -239,3 +239,17 @@ def test_outlier_removal_refuses_to_empty_a_cloud():
         RadiusOutlierRemoval().apply(lonely, RNG)
     single = PointCloud({"coord": np.zeros((1, 3), np.float32)})
     assert len(StatisticalOutlierRemoval().apply(single, RNG)) == 1
+
+
+@settings(max_examples=5)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 60))
+def test_knn_mean_distance_on_a_large_cloud_is_exact(seed: int, k: int) -> None:
+    # Leaf-ordered queries on a cloud with dense and sparse parts must give every point its own neighbours.
+    from scipy.spatial import cKDTree
+
+    from pcdag.nodes.geometry.outliers import knn_mean_distance
+
+    rng = np.random.default_rng(seed)
+    pts = np.concatenate([rng.normal(0, 1, (9000, 3)), rng.uniform(-30, 30, (300, 3))])  # a cluster + sparse far
+    dist, _ = cKDTree(pts).query(pts, k=k + 1)
+    np.testing.assert_allclose(knn_mean_distance(pts, k), dist[:, 1:].mean(axis=1), rtol=1e-12)
