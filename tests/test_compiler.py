@@ -147,3 +147,9 @@ def test_where_a_store_lives_is_not_part_of_any_key() -> None:
     decl = g.nodes["store"]
     g.nodes["store"] = type(decl)(decl.name, decl.type, {"path": "elsewhere", "splits": ["val"]}, decl.inputs)
     assert compile_graph(g).keys == a
+
+
+def test_plan_says_which_node_expands_items_into_scenes() -> None:
+    plan = compile_graph(loads_graph((GRAPHS / "roomtours.yaml").read_text(), "roomtours.yaml"))
+    (job,) = plan.offline
+    assert job.program.expands and "'split' expands each item into several scenes" in plan.render()

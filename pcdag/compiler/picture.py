@@ -96,7 +96,7 @@ def draw(plan: Plan, out: Path) -> list[Path]:
             )
         )
         ax.text(x, y + 0.12, name, ha="center", va="center", fontsize=9, weight="bold")
-        ax.text(x, y - 0.18, b.decl.type, ha="center", va="center", fontsize=7)
+        ax.text(x, y - 0.18, b.decl.type, ha="center", va="center", fontsize=7 if len(b.decl.type) <= 20 else 5.5)
     present = sorted({b.placement for b in plan.bound.values()})
     ax.legend(
         handles=[Patch(facecolor=COLOURS[p], edgecolor="#333333", label=str(p)) for p in present],

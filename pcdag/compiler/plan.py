@@ -102,6 +102,12 @@ class Plan:
                     "intermediate clouds are never written"
                 )
                 out.append(f"    {partition_summary(self.node(job.source))}")
+                for step in job.program.steps:
+                    if step.node.expands:
+                        out.append(
+                            f"    {step.name!r} expands each item into several scenes, stored as "
+                            "<item>/<part>; the nodes after it run once per part"
+                        )
         if stage.placement == Placement.LOADER and self.loader is not None:
             out.append(
                 f"  → one function per sample: {' → '.join(self.loader.nodes)} (one PointCloud, "
