@@ -11,7 +11,6 @@ three histograms (optionally against a second store) and writes the numbers as J
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -68,10 +67,6 @@ def summarise(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _scene_rng(seed: int, scene_id: str) -> np.random.Generator:
-    return np.random.default_rng([seed, int.from_bytes(hashlib.sha256(scene_id.encode()).digest()[:4], "little")])
-
-
 def store_stats(
     store_path: str | os.PathLike, *, max_points: int = MAX_SPACING_POINTS, seed: int = 0, progress: bool = False
 ) -> dict[str, Any]:
@@ -79,6 +74,7 @@ def store_stats(
     ``errors`` and left out. Raises ``FileNotFoundError``/``StoreError``/``ValueError`` naming the store."""
     from tqdm.auto import tqdm
 
+    from pcdag.runtime.offline import scene_rng
     from pcdag.runtime.store import SceneStore, StoreError  # imported here: `pcdag --help` stays quick
 
     path = Path(store_path)
@@ -87,7 +83,8 @@ def store_stats(
     store = SceneStore(path)
     if not store.scenes_dir.is_dir():
         raise StoreError(f"{path} is not a pcdag scene store (it has no scenes/ directory)")
-    entries = store.entries()
+    stale = store.stale()  # left by older runs: not part of the dataset the loader sees
+    entries = [e for e in store.entries() if e.id not in stale]
     if not entries:
         raise ValueError(f"scene store {path} has no committed scenes")
     scenes, errors = [], []
@@ -100,7 +97,7 @@ def store_stats(
         if len(coord) == 0:
             errors.append({"id": e.id, "error": "the scene has no points"})
             continue
-        scenes.append({"id": e.id, "split": e.split, **scene_numbers(coord, _scene_rng(seed, e.id), max_points)})
+        scenes.append({"id": e.id, "split": e.split, **scene_numbers(coord, scene_rng(seed, e.id), max_points)})
     if not scenes:
         raise ValueError(f"no scene of store {path} could be read: {errors[0]['error']}")
     summary = {m: summarise(np.array([s[m] for s in scenes], np.float64)) for m in METRICS}

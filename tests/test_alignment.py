@@ -192,7 +192,8 @@ def test_align_z_up_on_synthetic_rooms(seed, rot, scale):
     if abs(float(np.dot(facts["normal"], rot[:, 2]))) > math.cos(math.radians(5)):  # the floor was chosen
         floor = out["coord"][out["segment"] == FLOOR].astype(np.float64)
         assert tilt_deg(dominant_plane(floor, 0.02 * scale)[0]) < 1.0
-        assert abs(np.median(floor[:, 2])) < 0.02 * scale  # floor at z = 0
+        # floor at z = 0: the spec puts its lowest inlier there, up to one RANSAC threshold below its middle
+        assert abs(np.median(floor[:, 2])) < 0.02 * scale + facts["threshold"]
         assert np.median(out["normal"][out["segment"] == FLOOR][:, 2]) > 0.999  # facing up: the room is above it
 
 

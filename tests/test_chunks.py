@@ -148,8 +148,8 @@ def test_frames_per_chunk_from_parameters_and_memory_budget():
         frames_per_chunk(
             frames, Reconstruct(backend="rgbd", memory_budget=0.1, chunk_overlap=20).params, rgbd.reconstruct
         )
-    with pytest.raises(ValueError, match="chunk_overlap=8 must be smaller than chunk_frames=8"):
-        frames_per_chunk(frames, Reconstruct(chunk_frames=8, chunk_overlap=8).params, rgbd.reconstruct)
+    with pytest.raises(ValueError, match="chunk_overlap = 8 must be smaller than chunk_frames = 8"):
+        Reconstruct(chunk_frames=8, chunk_overlap=8)  # refused when the graph is built, not scene by scene
 
 
 # ------------------------------------------------------------------------------------------ voxel fusion

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pcdag.compiler import compile_graph
-from pcdag.graphs import Graph, In, Node, Out, registry
+from pcdag.graphs import Graph, In, Node, Out, PointCloud, registry
 from pcdag.graphs.node import Parts
 from pcdag.graphs.ports import POINT_CLOUD, Placement
 from pcdag.runtime.offline import run_offline
@@ -61,3 +61,37 @@ def test_parts_are_stored_skipped_and_quarantined_separately(tmp_path: Path) -> 
     assert set(meta["report"]["seconds"]) == {"halves", "normals"}
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["other_scenes"] == []
+
+
+class NoParts(Node):
+    """Test double: an expanding node that finds nothing to keep."""
+
+    placements = (Placement.OFFLINE,)
+    expands = True
+    inputs = {"cloud": In(POINT_CLOUD)}
+    outputs = {"cloud": Out(POINT_CLOUD)}
+
+    def run(self, rng, cloud):
+        return {"cloud": Parts(())}
+
+
+def test_an_item_with_no_parts_is_quarantined_and_the_run_finishes(tmp_path: Path) -> None:
+    g = Graph("none")
+    rooms = g.add("rooms", "SyntheticSource", params={"n_scenes": 2, "points": 500})
+    g.add("store", "Store", params={"path": str(tmp_path / "s")}, cloud=g.add("none", "NoParts", cloud=rooms))
+    with registry.registered(NoParts):
+        plan = compile_graph(g)
+        (job,) = plan.offline
+        src = plan.node("rooms")
+        report = run_offline(src, src.scenes(), job.program, SceneStore(tmp_path / "s"), stage_key="k", progress=False)
+    assert report.counts() == {"done": 0, "skipped": 0, "failed": 2}
+    assert "expanded into no scenes" in report.failed[0].error
+    assert (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_a_later_success_clears_the_items_earlier_quarantine(tmp_path: Path) -> None:
+    store = SceneStore(tmp_path / "s")
+    store.quarantine("v1", key="k", split="train", room="v1", error="boom", traceback="")
+    store.write("v1/scene00", PointCloud({"coord": np.zeros((2, 3), np.float32)}), key="k", split="train", room="r")
+    store.mark_item("v1", "k", ["v1/scene00"])
+    assert store.quarantined() == [] and store.item_scenes("v1", "k") == ["v1/scene00"]

@@ -149,3 +149,16 @@ def test_command(tmp_path: Path, capsys, monkeypatch) -> None:
     args = parser.parse_args(["stats", str(tmp_path / "mine"), "--json", str(tmp_path / "j.json"), "--out",
                               str(tmp_path / "p.png")])  # fmt: skip
     assert main_stats(args) == 0 and (tmp_path / "j.json").exists() and (tmp_path / "p.png").exists()
+
+
+def test_stats_leave_out_scenes_of_older_runs(tmp_path: Path) -> None:
+    from pcdag.graphs.cloud import PointCloud
+    from pcdag.runtime.store import SceneStore
+    from pcdag.stats import store_stats
+
+    store = SceneStore(tmp_path / "s")
+    for sid in ("new", "old"):
+        coord = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+        store.write(sid, PointCloud({"coord": coord}), key=sid, split="train", room=sid)
+    store.write_manifest({"other_scenes": ["old"]})  # what the offline run records for a stale scene
+    assert [s["id"] for s in store_stats(tmp_path / "s")["scenes"]] == ["new"]

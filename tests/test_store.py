@@ -252,3 +252,47 @@ def test_a_scene_opens_as_a_labelled_xarray_dataset(tmp_path) -> None:
     assert dict(ds.sizes) == {"point": 4, "xyz": 3, "rgb": 3}
     np.testing.assert_array_equal(ds["coord"].values, coord)
     assert ds.attrs["scene"] == "a/b" and ds["color"].dtype == np.uint8
+
+
+def test_a_replace_killed_between_its_two_renames_is_restored(tmp_path) -> None:
+    store = SceneStore(tmp_path / "s")
+    old = PointCloud({"coord": np.ones((3, 3), np.float32)})
+    store.write("a", old, key="k1", split="train", room="a")
+    final = store.scene_dir("a")
+    final.rename(final.with_name(f".{final.name}.old-12345"))  # the state a kill after the first rename leaves
+    store.clean_tmp()
+    assert store.has("a", "k1") and store.read("a")["coord"].tolist() == old["coord"].tolist()
+
+
+def test_a_failed_second_rename_keeps_the_committed_version(tmp_path, monkeypatch) -> None:
+    from pcdag.runtime import atomic
+
+    store = SceneStore(tmp_path / "s")
+    store.write("a", PointCloud({"coord": np.ones((3, 3), np.float32)}), key="k1", split="train", room="a")
+    real, moved_aside = atomic.os.replace, []
+
+    def flaky(src, dst):
+        if Path(dst) == store.scene_dir("a") and Path(src).name.startswith(".tmp-"):  # new version into place
+            assert moved_aside, "the old version should have been moved aside first"
+            raise OSError("disk full")
+        if Path(src) == store.scene_dir("a"):
+            moved_aside.append(dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        store.write("a", PointCloud({"coord": np.zeros((3, 3), np.float32)}), key="k2", split="train", room="a")
+    monkeypatch.undo()
+    assert moved_aside and store.has("a", "k1") and store.read("a")["coord"].sum() == 9
+
+
+def test_one_damaged_scene_metadata_does_not_hide_the_others(tmp_path) -> None:
+    store = SceneStore(tmp_path / "s")
+    for sid in ("a", "b"):
+        store.write(sid, PointCloud({"coord": np.ones((3, 3), np.float32)}), key="k", split="train", room=sid)
+    (store.scene_dir("b") / "pcdag.json").write_text('{"id": "b"}')
+    assert [e.id for e in store.entries()] == ["a"]
+    (bad,) = store.unreadable()
+    assert bad["path"].endswith("pcdag.json") and "split" in bad["error"]
+    manifest = json.loads(store.write_manifest({}).read_text())
+    assert manifest["n_scenes"] == 1 and len(manifest["unreadable"]) == 1

@@ -35,14 +35,14 @@ class Frames:
         """Frames ``index`` (views where numpy gives views); meta is copied (shallow)."""
         ids = np.asarray(self.frame_ids, dtype=object)[index].tolist()
         pick = lambda a: None if a is None else a[index]  # noqa: E731
-        return Frames(
-            self.colors[index],
-            ids,
-            pick(self.timestamps),
-            pick(self.depths),
-            pick(self.poses),
-            self.intrinsics,
-            self.meta,
+        return attrs.evolve(  # keeps the class: RGBDFrames stays RGBDFrames
+            self,
+            colors=self.colors[index],
+            frame_ids=ids,
+            timestamps=pick(self.timestamps),
+            depths=pick(self.depths),
+            poses=pick(self.poses),
+            meta=dict(self.meta),
         )
 
     def validate(self, where: str = "frames") -> Frames:

@@ -38,7 +38,11 @@ def replace_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         trash = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, trash)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(trash, final)  # the older version stays in place: nothing committed is lost
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)

@@ -69,7 +69,10 @@ def scene_hash32(scene_id: str) -> int:
 
 
 def scene_rng(seed: int, scene_id: str) -> np.random.Generator:
-    return np.random.default_rng([seed, scene_hash32(scene_id)])
+    """The generator of one scene: from the graph seed and 128 bits of the scene id's hash (distinct streams for
+    any realistic number of scenes), never from the worker or the order scenes run in."""
+    digest = hashlib.sha256(scene_id.encode("utf-8")).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:16], "little")])
 
 
 # ---------------------------------------------------------------------------------------------- partitions
@@ -150,6 +153,8 @@ def process_scene(source: Any, scene_fn: SceneFn, store: SceneStore, task: Scene
         run_parts = getattr(scene_fn, "run_parts", None)
         rng = scene_rng(seed, ref.id)
         parts = run_parts(item, rng) if run_parts else [("", scene_fn(item, rng))]
+        if not parts:
+            raise ValueError(f"item {ref.id} expanded into no scenes")
     except Exception as exc:
         return [_quarantine(store, task, ref.id, ref.room, exc, traceback.format_exc(), t0, n_in)]
     outcomes = [_store_part(store, task, name, value, seed, t0, n_in) for name, value in parts]

@@ -48,7 +48,7 @@ TMP_PREFIX = ".tmp-"
 _STORABLE_KINDS = "biufc"  # bool, signed, unsigned, float, complex
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _SAFE_CHAR = re.compile(r"[^A-Za-z0-9._-]")
-_RESERVED_MANIFEST_KEYS = ("scenes", "splits", "n_scenes", "n_points", "quarantined", "written", "format")
+_RESERVED_MANIFEST_KEYS = ("scenes", "splits", "n_scenes", "n_points", "quarantined", "unreadable", "written", "format")
 
 
 class StoreError(ValueError):
@@ -257,11 +257,18 @@ class SceneStore:
         return ds.assign_attrs(scene=scene_id)
 
     def entries(self, splits: Iterable[str] | None = None) -> list[StoreEntry]:
-        """Committed scenes (optionally only those of ``splits``), sorted by id."""
-        wanted = None if splits is None else set(splits)
+        """Committed scenes (optionally only those of ``splits``), sorted by id. A scene whose metadata is
+        unreadable is left out (``unreadable()`` lists them) so one damaged scene does not stop the others."""
+        return [e for e in self._scan() if isinstance(e, StoreEntry) and (splits is None or e.split in set(splits))]
+
+    def unreadable(self) -> list[dict]:
+        """``{"path", "error"}`` of every scene directory whose ``pcdag.json`` cannot be read."""
+        return [e for e in self._scan() if isinstance(e, dict)]
+
+    def _scan(self) -> list[StoreEntry | dict]:
         if not self.scenes_dir.is_dir():
             return []
-        out = []
+        out: list[StoreEntry | dict] = []
         for d in self.scenes_dir.iterdir():
             if d.name.startswith(".") or not (d / META_FILE).exists():
                 continue
@@ -276,10 +283,10 @@ class SceneStore:
                     key=meta["key"],
                 )
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise StoreError(f"unreadable scene metadata {d / META_FILE}: {exc}") from exc
-            if wanted is None or entry.split in wanted:
-                out.append(entry)
-        return sorted(out, key=lambda e: e.id)
+                out.append({"path": str(d / META_FILE), "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            out.append(entry)
+        return sorted(out, key=lambda e: e.id if isinstance(e, StoreEntry) else "")
 
     def _manifest(self) -> dict[str, Any]:
         try:
@@ -293,6 +300,7 @@ class SceneStore:
         """Record that source item ``item_id`` (e.g. one video) made ``scenes`` with cache key ``key``."""
         record = {"id": item_id, "key": key, "scenes": list(scenes), "time": _now()}
         atomic_write_json(self.path / "items" / f"{safe_name(item_id)}.json", record)
+        (self.quarantine_dir / f"{safe_name(item_id)}.json").unlink(missing_ok=True)  # an earlier whole-item failure
 
     def item_scenes(self, item_id: str, key: str) -> list[str] | None:
         """The scenes item ``item_id`` made with ``key``, if all of them are still committed; else None."""
@@ -350,7 +358,10 @@ class SceneStore:
             return 0
         removed = 0
         for d in self.scenes_dir.iterdir():
-            if d.name.startswith(TMP_PREFIX) or (d.name.startswith(".") and ".old-" in d.name):
+            old = d.name.startswith(".") and ".old-" in d.name
+            if old and not (self.scenes_dir / d.name[1:].rsplit(".old-", 1)[0]).exists():
+                os.replace(d, self.scenes_dir / d.name[1:].rsplit(".old-", 1)[0])  # killed mid-replace: restore
+            elif d.name.startswith(TMP_PREFIX) or old:
                 shutil.rmtree(d, ignore_errors=True)
                 removed += 1
         return removed
@@ -359,7 +370,7 @@ class SceneStore:
         """Write ``<store>/manifest.json``: ``info`` plus every committed scene, split counts, quarantined ids."""
         clash = [k for k in _RESERVED_MANIFEST_KEYS if k in info]
         if clash:
-            raise ValueError(f"manifest info may not use the reserved key(s) {', '.join(clash)}")
+            raise ValueError(f"store {self.path}: manifest info may not use the reserved key(s) {', '.join(clash)}")
         self.prepare()
         entries = self.entries()
         splits: dict[str, int] = {}
@@ -374,6 +385,7 @@ class SceneStore:
             "splits": dict(sorted(splits.items())),
             "scenes": [attrs.asdict(e) for e in entries],
             "quarantined": [{k: r.get(k) for k in ("id", "split", "room", "key", "error")} for r in self.quarantined()],
+            "unreadable": self.unreadable(),
         }
         path = self.path / "manifest.json"
         atomic_write_json(path, manifest)

@@ -215,7 +215,7 @@ class VoxelFusion:
         return mean[:, :3].astype(np.float32), np.clip(np.round(mean[:, 3:]), 0, 255).astype(np.uint8)
 
     def _voxel_keys(self, coord: np.ndarray) -> np.ndarray:
-        cell = np.floor(coord * (1.0 / self.voxel_size))  # [N, 3] float64
+        cell = np.floor(coord.astype(np.float64) * (1.0 / self.voxel_size))  # [N, 3] float64
         if not np.isfinite(cell).all() or cell.min() < -_KEY_HALF or cell.max() >= _KEY_HALF:
             raise ValueError(
                 f"{self.where}: points reach {np.abs(coord).max():.3g} from the origin, more than "

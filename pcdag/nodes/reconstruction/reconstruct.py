@@ -57,6 +57,13 @@ class Reconstruct(Node):
         sfm_max_image_size: int = param(640, integer(64, None), unit="px", doc="sfm: longest image side")
         sfm_overlap: int = param(10, integer(1, None), doc="sfm: sequential matching window")
 
+    def __post_init__(self) -> None:
+        p = self.params
+        if p.chunk_frames and p.chunk_overlap >= p.chunk_frames:
+            raise ValueError(f"chunk_overlap = {p.chunk_overlap} must be smaller than chunk_frames = {p.chunk_frames}")
+        if p.backend == "feedforward" and not p.model:
+            raise ValueError("backend 'feedforward' needs model = 'package.module:factory' (and local weights)")
+
     def check_inputs(self, types: Mapping[str, PortType]) -> list[str]:
         got = types.get("frames")
         if self.params.backend == "rgbd" and got is not None and not RGBD_FRAMES.accepts(got):
