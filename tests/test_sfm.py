@@ -94,8 +94,9 @@ def test_sfm_with_known_cameras_lands_in_their_world(video: RoomVideo, tmp_path)
 
 def test_sfm_without_a_model_says_why() -> None:
     blank = np.full((5, 48, 64, 3), 90, np.uint8)
-    with pytest.raises(ValueError, match="sfm: no model from 5 frames"):
-        sfm.reconstruct(Frames(blank, [str(i) for i in range(5)]), params(), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="sfm on scene 'blank': no model from 5 frames"):
+        frames = Frames(blank, [str(i) for i in range(5)], meta={"scene": "blank"})
+        sfm.reconstruct(frames, params(), np.random.default_rng(0))
 
 
 def test_sfm_hooks_for_chunking() -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from pcdag.datasets.video import even_indices
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
 from pcdag.nodes.reconstruction.base import Reconstruction
@@ -145,9 +146,7 @@ def transform_poses(poses: np.ndarray, s: float, r: np.ndarray, t: np.ndarray) -
 
 def evenly_spaced(count: int, at_most: int) -> np.ndarray:
     """At most ``at_most`` evenly spaced positions in ``range(count)``, first and last included (all if fewer)."""
-    if count <= at_most:
-        return np.arange(count)
-    return np.unique(np.round(np.linspace(0, count - 1, at_most)).astype(np.int64))
+    return even_indices(count, at_most)
 
 
 def anchor_pixels(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -164,7 +164,7 @@ def _points(rec: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _align_to_known(coord: np.ndarray, poses: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Move points and poses onto the known camera centres by the least-squares similarity (Umeyama) fitted on
     the registered frames; also returns report facts (scale, RMS residual of the centres in metres)."""
-    ok = np.isfinite(poses).all(axis=(1, 2))
+    ok = np.isfinite(poses).all(axis=(1, 2)) & np.isfinite(known).all(axis=(1, 2))  # registered and known
     src, dst = poses[ok, :3, 3], known[ok, :3, 3].astype(np.float64)
     try:
         s, r, t = umeyama(src, dst)
@@ -177,6 +177,7 @@ def _align_to_known(coord: np.ndarray, poses: np.ndarray, known: np.ndarray) -> 
 
 def reconstruct(frames: Frames, params: Any, rng: np.random.Generator) -> Reconstruction:
     """Sparse SfM of ``frames``; ``ValueError`` with the reason when no model with ≥ 3 frames comes out."""
+    where = f"sfm on scene {frames.meta.get('scene', '?')!r}"
     pycolmap = _pycolmap()
     index = select_frames(len(frames), params)
     seed = int(rng.integers(0, 2**31 - 1))
@@ -187,12 +188,12 @@ def reconstruct(frames: Frames, params: Any, rng: np.random.Generator) -> Recons
         reader, fixed = _camera_options(pycolmap, frames, params, scale)
         models = _run_colmap(pycolmap, tmp, names, reader, params.sfm_overlap, fixed, seed)
         if not models:
-            raise ValueError(f"sfm: no model from {len(index)} frames (too few feature matches between frames)")
+            raise ValueError(f"{where}: no model from {len(index)} frames (too few feature matches between frames)")
         rec = max(models, key=lambda r: (r.num_reg_images(), r.num_points3D()))
         registered = rec.num_reg_images()
         if registered < MIN_REGISTERED or rec.num_points3D() == 0:
             raise ValueError(
-                f"sfm: only {registered} of {len(index)} frames registered (at least {MIN_REGISTERED} needed)"
+                f"{where}: only {registered} of {len(index)} frames registered (at least {MIN_REGISTERED} needed)"
             )
         coord, color = _points(rec, tmp / "points.ply")
     poses = _poses(rec, len(frames))
