@@ -23,10 +23,10 @@ import attrs
 import numpy as np
 
 from pcdag.graphs.cloud import CloudError, PointCloud
-from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import ParamError, in_range, one_of, param
-from pcdag.graphs.ports import Placement
 from pcdag.graphs.registry import register
+from pcdag.nodes.alignment.base import AlignmentTransform
 
 SCANNET_EDGES = [2.835, 5.236, 6.323, 7.791, 9.365, 10.929, 12.139, 15.189]  # m
 SCANNET_WEIGHTS = [0.01, 0.09, 0.25, 0.30, 0.20, 0.10, 0.05]
@@ -63,12 +63,10 @@ def bbox_diagonal(coord: np.ndarray) -> float:
 
 
 @register
-class AlignScale(CloudTransform):
+class AlignScale(AlignmentTransform):
     """Scale the scene about the origin: to a drawn ScanNet-like bbox diagonal (paper) or by 1.753 (reference)."""
 
-    role = "alignment"
     version = 1
-    placements = (Placement.OFFLINE, Placement.LOADER)
 
     @attrs.frozen
     class Params:

@@ -39,10 +39,10 @@ import attrs
 import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
-from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, one_of, pair, param
-from pcdag.graphs.ports import Placement
 from pcdag.graphs.registry import register
+from pcdag.nodes.alignment.base import AlignmentTransform
 from pcdag.nodes.alignment.planes import Plane, plane_from_inliers, ransac_plane, rotation_onto_z, voxel_means
 from pcdag.nodes.geometry.outliers import build_tree, kth_neighbour_distance, median_spacing
 
@@ -92,12 +92,10 @@ def _rounded(values: np.ndarray) -> list[float]:
 
 
 @register
-class AlignZUp(CloudTransform):
+class AlignZUp(AlignmentTransform):
     """Rotate the scene so the dominant floor-like plane (RANSAC, scored) faces +z, and put the floor at z = 0."""
 
-    role = "alignment"
     version = 1
-    placements = (Placement.OFFLINE, Placement.LOADER)
 
     @attrs.frozen
     class Params:

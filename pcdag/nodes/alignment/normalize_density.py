@@ -18,10 +18,10 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 from pcdag.graphs.cloud import PointCloud
-from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
-from pcdag.graphs.ports import Placement
 from pcdag.graphs.registry import register
+from pcdag.nodes.alignment.base import AlignmentTransform
 
 
 def hull_volume(points: np.ndarray) -> float:
@@ -35,12 +35,10 @@ def hull_volume(points: np.ndarray) -> float:
 
 
 @register
-class NormalizeDensity(CloudTransform):
+class NormalizeDensity(AlignmentTransform):
     """Randomly thin the scene, at most ``step`` per step, to the reference points per m³ of its convex hull."""
 
-    role = "alignment"
     version = 1
-    placements = (Placement.OFFLINE, Placement.LOADER)
 
     @attrs.frozen
     class Params:

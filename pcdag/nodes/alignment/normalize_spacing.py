@@ -23,10 +23,10 @@ import attrs
 import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
-from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
-from pcdag.graphs.ports import Placement
 from pcdag.graphs.registry import register
+from pcdag.nodes.alignment.base import AlignmentTransform
 from pcdag.nodes.geometry.outliers import build_tree, tree_workers
 
 
@@ -55,12 +55,10 @@ def next_size(dense: tuple[int, float], sparse: tuple[int, float] | None, target
 
 
 @register
-class NormalizeSpacing(CloudTransform):
+class NormalizeSpacing(AlignmentTransform):
     """Randomly thin the scene until its mean nearest-neighbour spacing is within tolerance of the target."""
 
-    role = "alignment"
     version = 1
-    placements = (Placement.OFFLINE, Placement.LOADER)
 
     @attrs.frozen
     class Params:

@@ -6,23 +6,21 @@ import attrs
 import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
-from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import integer, param
-from pcdag.graphs.ports import Placement
 from pcdag.graphs.registry import register
+from pcdag.nodes.alignment.base import AlignmentTransform
 
 
 @register
-class RandomDownsample(CloudTransform):
+class RandomDownsample(AlignmentTransform):
     """Keep a uniformly random subset of ``max_points`` points when the cloud has more; otherwise keep it whole.
 
     Every subset of size ``max_points`` is equally likely; kept points stay in their input order. The reference
     post-processing keeps 2,000,000 points before alignment; the paper says 20,000.
     """
 
-    role = "alignment"
     version = 1
-    placements = (Placement.OFFLINE, Placement.LOADER)
 
     @attrs.frozen
     class Params:
