@@ -111,3 +111,12 @@ def test_missing_pycolmap_is_named(monkeypatch) -> None:
     frames = Frames(np.zeros((3, 8, 8, 3), np.uint8), ["a", "b", "c"])
     with pytest.raises(ImportError, match=r"needs pycolmap: pip install 'pcdag\[sfm\]'"):
         sfm.reconstruct(frames, params(), np.random.default_rng(0))
+
+
+def test_sfm_is_reproducible_for_a_seed(video: RoomVideo) -> None:
+    # One COLMAP thread by default: the same frames and seed give the same model, bit for bit.
+    frames = video.to_frames()
+    frames.poses = frames.intrinsics = None  # plain video
+    runs = [sfm.reconstruct(frames, params(max_frames=12), np.random.default_rng(7)) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].cloud["coord"], runs[1].cloud["coord"])
+    np.testing.assert_array_equal(runs[0].poses, runs[1].poses)
