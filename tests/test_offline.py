@@ -22,8 +22,8 @@ from pcdag.runtime.offline import (
     OfflineReport,
     SceneOutcome,
     run_offline,
-    scene_hash32,
     scene_key,
+    scene_rng,
 )
 from pcdag.runtime.store import SceneStore, StoreError
 
@@ -46,7 +46,7 @@ class RandomScenes(SceneSource):
     def load(self, ref: SceneRef) -> PointCloud:
         if ref.id in self.params.bad:
             raise ValueError(f"cannot parse {ref.id}")
-        rng = np.random.default_rng(scene_hash32(ref.id))
+        rng = scene_rng(0, ref.id)
         n = self.params.points
         coord = rng.normal(size=(n, 3)).astype(np.float32)  # [N, 3]
         return PointCloud({"coord": coord, "segment": rng.integers(0, 5, n)}, {"scene": ref.id})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import attrs
 import pytest
 
 from pcdag.cli import main
@@ -105,11 +104,6 @@ def test_leak_is_allowed_only_explicitly_and_then_printed(tmp_path: Path) -> Non
 
 
 # ---- nodes that issue 2 does not ship yet (device placement, optional packages), registered for one test
-
-
-@attrs.frozen
-class _NoParams:
-    pass
 
 
 class _DeviceEncoder(Node):

@@ -13,7 +13,7 @@ from pcdag.compiler.resolve import Bound
 from pcdag.compiler.schedule import OfflineJob, Stage, default_partition_size
 from pcdag.compiler.structure import Edge
 from pcdag.graphs.graph import Graph
-from pcdag.graphs.node import SceneSource
+from pcdag.graphs.node import SceneRef, SceneSource
 from pcdag.graphs.ports import Placement
 from pcdag.graphs.problems import Problem
 
@@ -53,11 +53,14 @@ class Plan:
         ]
         for w in self.warnings:
             lines.append(f"  ! {w}")
+        listed = {  # each source's scenes, listed once (file names only, no data)
+            n: list_scenes(b.node) for n, b in self.bound.items() if scene_counts and isinstance(b.node, SceneSource)
+        }
         for i, stage in enumerate(self.stages, 1):
             lines += ["", f"stage {i}: {STAGE_TEXT[stage.placement]}"]
             for name in stage.nodes:
-                lines += self._node_lines(name, scene_counts)
-            lines += self._stage_notes(stage)
+                lines += self._node_lines(name, listed)
+            lines += self._stage_notes(stage, listed)
         lines += ["", "fusion:"]
         for grp in self.groups:
             lines.append(
@@ -68,7 +71,7 @@ class Plan:
             lines.append("  nothing to fuse")
         return "\n".join(lines)
 
-    def _node_lines(self, name: str, scene_counts: bool) -> list[str]:
+    def _node_lines(self, name: str, listed: dict[str, list[SceneRef] | str]) -> list[str]:
         b = self.bound[name]
         ins = ", ".join(f"{e.dst_port} ← {e.src}.{e.src_port}" for e in self.edges if e.dst == name)
         out = [
@@ -87,12 +90,12 @@ class Plan:
         fields = self.fields.get(name)
         if fields is not None and any(p.type.name in ("PointCloud", "Mesh") for p in b.cls.outputs.values()):
             out.append(f"      fields   {', '.join(sorted(fields))}")
-        if scene_counts and isinstance(b.node, SceneSource):
-            out.append(f"      scenes   {scene_summary(b.node)}")
+        if name in listed:
+            out.append(f"      scenes   {scene_summary(listed[name])}")
         out += [f"      {note}" for note in b.node.plan_notes()]
         return out
 
-    def _stage_notes(self, stage: Stage) -> list[str]:
+    def _stage_notes(self, stage: Stage, listed: dict[str, list[SceneRef] | str]) -> list[str]:
         out = []
         if stage.placement == Placement.OFFLINE:
             for job in self.offline:
@@ -101,7 +104,8 @@ class Plan:
                     f"{' → '.join(job.program.nodes) or '(load only)'} → {job.store}; "
                     "intermediate clouds are never written"
                 )
-                out.append(f"    {partition_summary(self.node(job.source))}")
+                if job.source in listed:
+                    out.append(f"    {partition_summary(listed[job.source])}")
                 for step in job.program.steps:
                     if step.node.expands:
                         out.append(
@@ -116,24 +120,30 @@ class Plan:
         return out
 
 
-def scene_summary(source: SceneSource) -> str:
-    """'17 scenes in 8 rooms (train 13, val 4)' — lists files, reads no data; errors are shown, not raised."""
+def list_scenes(source: SceneSource) -> list[SceneRef] | str:
+    """The source's scenes (lists files, reads no data), or why they cannot be listed: the plan still prints
+    and ``pcdag preprocess`` reports the error."""
     try:
-        refs = source.scenes()
-    except Exception as exc:  # the plan still prints; preprocess reports it as an error
+        return source.scenes()
+    except Exception as exc:
         return f"cannot list: {exc}"
+
+
+def scene_summary(refs: list[SceneRef] | str) -> str:
+    """'17 scenes in 8 rooms (train 13, val 4)'."""
+    if isinstance(refs, str):
+        return refs
     by_split = Counter(r.split for r in refs)
     rooms = len({r.room for r in refs})
     splits = ", ".join(f"{k} {v}" for k, v in sorted(by_split.items()))
     return f"{len(refs)} scenes in {rooms} rooms ({splits or 'none'})"
 
 
-def partition_summary(source: SceneSource, workers: int = 1) -> str:
+def partition_summary(refs: list[SceneRef] | str, workers: int = 1) -> str:
     """How the scenes split into Dask tasks with the default embedded cluster."""
-    try:
-        n = len(source.scenes())
-    except Exception as exc:  # reported by scene_summary already
-        return f"partitions unknown: {type(exc).__name__}"
+    if isinstance(refs, str):
+        return "partitions unknown: the scenes cannot be listed"
+    n = len(refs)
     size = default_partition_size(n, workers)
     tasks = -(-n // size) if n else 0
     return (

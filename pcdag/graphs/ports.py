@@ -9,7 +9,6 @@ are present is not part of the port type but is propagated through the graph by 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 
 import attrs
 import numpy as np
@@ -137,7 +136,3 @@ REQUIRED_FIELDS = frozenset({"coord"})
 def field_spec(name: str) -> FieldSpec | None:
     """Contract for a known field; extra fields (any other name) only need N leading rows."""
     return FIELDS.get(name)
-
-
-def fieldset(names: Iterable[str]) -> frozenset[str]:
-    return frozenset(names)

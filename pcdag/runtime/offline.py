@@ -63,11 +63,6 @@ def scene_key(stage_key: str, ref: SceneRef) -> str:
     return h.hexdigest()
 
 
-def scene_hash32(scene_id: str) -> int:
-    """A stable (process- and platform-independent) 32-bit hash of a scene id."""
-    return int.from_bytes(hashlib.sha256(scene_id.encode("utf-8")).digest()[:4], "little")
-
-
 def scene_rng(seed: int, scene_id: str) -> np.random.Generator:
     """The generator of one scene: from the graph seed and 128 bits of the scene id's hash (distinct streams for
     any realistic number of scenes), never from the worker or the order scenes run in."""

@@ -9,8 +9,7 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import in_range, one_of, param
 from pcdag.graphs.registry import register
-
-AXES = {"x": 0, "y": 1, "z": 2}
+from pcdag.nodes.augment.rotate import AXES
 
 
 def negate_column(values: np.ndarray, column: int) -> np.ndarray:
