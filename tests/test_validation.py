@@ -161,3 +161,25 @@ def test_missing_optional_package_is_reported_before_running() -> None:
         g.add("store", "Store", params={"path": "stores/x"}, cloud=plug)
         (p,) = [p for p in validate(g) if p.code == "missing-dep"]
     assert p.node == "plug" and "surely_not_installed_pkg" in p.message and "pip install" in p.fix
+
+
+class _MakesNormals(Node):
+    """Test double: a plug-in that creates normals."""
+
+    placements = (Placement.LOADER,)
+    inputs = {"cloud": In(POINT_CLOUD)}
+    outputs = {"cloud": Out(POINT_CLOUD)}
+
+    def fields(self):
+        return effect(reads=["coord"], writes=["normal"])
+
+
+def test_fix_suggestions_include_nodes_registered_later() -> None:
+    g = Graph("g")
+    store = g.add("store", "Store", params={"path": "stores/x", "fields": ["color"]})
+    g.add("user", "_NeedsNormals", cloud=store)
+    with registry.registered(_NeedsNormals):
+        before = [p for p in validate(g) if p.code == "missing-field"][0].fix
+        with registry.registered(_MakesNormals):
+            after = [p for p in validate(g) if p.code == "missing-field"][0].fix
+    assert "_MakesNormals" not in before and "_MakesNormals" in after

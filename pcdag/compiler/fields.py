@@ -72,11 +72,15 @@ def _missing(b: Bound, field: str, have: frozenset[str], sources: list[str]) -> 
     )
 
 
-@cache
 def writers_of(field: str) -> tuple[str, ...]:
-    """Registered node types that write ``field`` with default parameters (for fix suggestions)."""
+    """Registered node types that create ``field`` with default parameters (for fix suggestions)."""
+    return _writers(field, tuple(registry.names()))  # keyed on the registry: plug-ins registered later count
+
+
+@cache
+def _writers(field: str, names: tuple[str, ...]) -> tuple[str, ...]:
     found = []
-    for name in registry.names():
+    for name in names:
         cls = registry.get(name)
         if cls is None or cls.role == "sources" or cls.inputs == {}:
             continue
