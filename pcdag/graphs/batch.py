@@ -1,0 +1,205 @@
+"""What flows through the training step: batches of points on the device, views of scenes, encoded features.
+
+Batches follow the Pointcept convention: per-point tensors of all samples concatenated along dim 0 and
+``offset[i]`` = number of points in samples ``0..i`` (the end of sample ``i``).
+
+    ViewSample      one scene's views, numpy, made in a loader worker (``MultiViewGenerator``)
+    MultiViewBatch  the collated views of several scenes (port type ``MultiViewBatch``)
+    PointBatch      one kind of view (all global or all local views), concatenated
+    Encoded         a backbone's per-point output for a ``PointBatch`` (port type ``Features``)
+
+View order is scene-major: with ``n`` views per scene, sample ``s * n + v`` is view ``v`` of scene ``s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+VIEW_KINDS = ("global", "local")
+
+
+def batch_index(offset: torch.Tensor) -> torch.Tensor:
+    """``[N]`` sample index of every point from cumulative ``offset`` ``[B]``."""
+    counts = torch.diff(offset, prepend=offset.new_zeros(1))
+    return torch.repeat_interleave(torch.arange(len(offset), device=offset.device), counts)
+
+
+@attrs.define(eq=False)
+class PointBatch:
+    """Samples (views) concatenated along dim 0."""
+
+    coord: torch.Tensor  # [N, 3] float32, augmented xyz (m)
+    feat: torch.Tensor  # [N, C] float32, input features
+    offset: torch.Tensor  # [B] int64, cumulative point counts
+    origin_coord: torch.Tensor | None = None  # [N, 3] float32, xyz before view augmentation (for matching)
+    grid_coord: torch.Tensor | None = None  # [N, 3] int, voxel coordinates; None: the backbone computes them
+    mask: torch.Tensor | None = None  # [N] bool, True = masked (its stem output is replaced by the mask token)
+    extra: dict[str, torch.Tensor] = attrs.field(factory=dict)  # other per-point tensors, [N, ...]
+
+    def __len__(self) -> int:
+        return int(self.coord.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.offset.shape[0])
+
+    @property
+    def batch(self) -> torch.Tensor:
+        """``[N]`` int64 sample index of every point."""
+        return batch_index(self.offset)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """``[B]`` points per sample."""
+        return torch.diff(self.offset, prepend=self.offset.new_zeros(1))
+
+    def replace(self, **changes: Any) -> PointBatch:
+        """A shallow copy with some tensors replaced (never modifies ``self``)."""
+        return attrs.evolve(self, **changes)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PointBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return PointBatch(
+            coord=move(self.coord),
+            feat=move(self.feat),
+            offset=move(self.offset),
+            origin_coord=move(self.origin_coord),
+            grid_coord=move(self.grid_coord),
+            mask=move(self.mask),
+            extra={k: move(v) for k, v in self.extra.items()},
+        )
+
+    def pin_memory(self) -> PointBatch:
+        return attrs.evolve(
+            self,
+            **{
+                f.name: getattr(self, f.name).pin_memory()
+                for f in attrs.fields(PointBatch)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
+            extra={k: v.pin_memory() for k, v in self.extra.items()},
+        )
+
+
+@attrs.define(eq=False)
+class MultiViewBatch:
+    """The views of ``len(scenes)`` scenes: ``n_global`` global and ``n_local`` local views per scene."""
+
+    global_views: PointBatch  # n_scenes * n_global samples, scene-major
+    local_views: PointBatch | None  # n_scenes * n_local samples, scene-major (None when n_local == 0)
+    scenes: tuple[str, ...]
+    n_global: int
+    n_local: int
+
+    def views(self, kind: str) -> PointBatch:
+        if kind == "global":
+            return self.global_views
+        if kind == "local":
+            if self.local_views is None:
+                raise ValueError("this batch has no local views (the view generator made n_local = 0)")
+            return self.local_views
+        raise ValueError(f"unknown view kind {kind!r}; use one of {', '.join(VIEW_KINDS)}")
+
+    def per_scene(self, kind: str) -> int:
+        return self.n_global if kind == "global" else self.n_local
+
+    def replace(self, **changes: Any) -> MultiViewBatch:
+        return attrs.evolve(self, **changes)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MultiViewBatch:
+        local = None if self.local_views is None else self.local_views.to(device, non_blocking)
+        return attrs.evolve(self, global_views=self.global_views.to(device, non_blocking), local_views=local)
+
+    def pin_memory(self) -> MultiViewBatch:
+        local = None if self.local_views is None else self.local_views.pin_memory()
+        return attrs.evolve(self, global_views=self.global_views.pin_memory(), local_views=local)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.global_views) + (0 if self.local_views is None else len(self.local_views))
+
+
+@attrs.define(eq=False)
+class ViewSample:
+    """One scene's views as made in a loader worker: per view a dict of numpy arrays with at least
+    ``coord`` [n, 3] float32, ``origin_coord`` [n, 3] float32 and ``feat`` [n, C] float32."""
+
+    scene: str
+    global_views: list[dict[str, np.ndarray]]
+    local_views: list[dict[str, np.ndarray]]
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+
+_BATCH_FIELDS = ("coord", "feat", "origin_coord", "grid_coord", "mask")
+
+
+def collate_points(views: Sequence[dict[str, np.ndarray]], where: str = "") -> PointBatch:
+    """Concatenate views (dicts of numpy arrays) into one ``PointBatch``; all views carry the same keys."""
+    if not views:
+        raise ValueError(f"no views to collate{where}")
+    keys = sorted(views[0])
+    for v in views[1:]:
+        if sorted(v) != keys:
+            raise ValueError(f"views of one batch carry different arrays{where}: {keys} vs {sorted(v)}")
+    for need in ("coord", "feat"):
+        if need not in keys:
+            raise ValueError(f"a view has no {need!r}{where}; it has {', '.join(keys)}")
+    cat = {k: torch.from_numpy(np.concatenate([np.asarray(v[k]) for v in views])) for k in keys}
+    counts = torch.tensor([len(v["coord"]) for v in views], dtype=torch.int64)
+    return PointBatch(
+        offset=torch.cumsum(counts, 0),
+        **{k: cat.pop(k) for k in _BATCH_FIELDS if k in cat},
+        extra=cat,
+    )
+
+
+def collate_views(samples: Sequence[ViewSample]) -> MultiViewBatch:
+    """Collate the views of several scenes (scene-major order) into one ``MultiViewBatch``."""
+    if not samples:
+        raise ValueError("collate_views got no samples")
+    n_global, n_local = len(samples[0].global_views), len(samples[0].local_views)
+    for s in samples:
+        if (len(s.global_views), len(s.local_views)) != (n_global, n_local):
+            raise ValueError(
+                f"scene {s.scene} has {len(s.global_views)} global + {len(s.local_views)} local views, "
+                f"scene {samples[0].scene} has {n_global} + {n_local}; one batch needs the same view counts"
+            )
+    glob = collate_points([v for s in samples for v in s.global_views], " (global views)")
+    local = collate_points([v for s in samples for v in s.local_views], " (local views)") if n_local else None
+    return MultiViewBatch(glob, local, tuple(s.scene for s in samples), n_global, n_local)
+
+
+@attrs.define(eq=False)
+class Encoded:
+    """A backbone's per-point output for the samples of a ``PointBatch`` at one pooling level.
+
+    At level ``s`` the points are the voxel cells of stage ``s`` (stage 0 = the input points); ``coord`` and
+    ``origin_coord`` are the means of the input points pooled into each cell.
+    """
+
+    feat: torch.Tensor  # [M, C]
+    coord: torch.Tensor  # [M, 3] pooled augmented coordinates
+    origin_coord: torch.Tensor | None  # [M, 3] pooled pre-augmentation coordinates
+    offset: torch.Tensor  # [B] cumulative counts, same samples as the input batch
+    level: int = 0  # pooling level the points live at
+    kind: str = "global"  # which views: "global" | "local"
+    per_scene: int = 1  # views per scene (samples s * per_scene + v)
+    extra: dict[str, torch.Tensor] = attrs.field(factory=dict)  # e.g. "inverse": [N_input] -> row of feat
+
+    def __len__(self) -> int:
+        return int(self.feat.shape[0])
+
+    @property
+    def batch(self) -> torch.Tensor:
+        return batch_index(self.offset)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.offset.shape[0])
