@@ -1,0 +1,1 @@
+"""Heads and losses of the training step: clustering heads, Sinkhorn-Knopp, matching, regularisers."""

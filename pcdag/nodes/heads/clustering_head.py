@@ -1,0 +1,119 @@
+"""ClusteringHead: the projection head whose logits are cosines between point embeddings and unit prototypes.
+
+    feat [M, C] → Linear(C→hidden) → GELU → Linear(hidden→embed) → L2-normalise → z [M, embed]
+    logits = z · (W / ‖W‖_row)ᵀ                                     [M, prototypes], each in [-1, 1]
+
+The prototype layer is a weight-normalised linear map without bias whose magnitude is fixed at 1. Here it is a
+plain ``prototype.weight`` ``[prototypes, embed]`` whose rows are normalised in ``forward``, so the state dict
+holds one tensor per layer and scaling a row of the parameter changes nothing.
+
+Pointcept's Sonata head (``OnlineCluster``) uses torch's weight norm with the magnitude frozen at 1. Its state
+dict maps onto this module as (``pointcept_state`` does it):
+
+    mlp.0.weight / mlp.0.bias, mlp.2.weight / mlp.2.bias           same names
+    prototype.parametrizations.weight.original1  (torch ≥ 2.1)    → prototype.weight   (the direction v)
+    prototype.weight_v                           (older torch)    → prototype.weight
+    prototype.parametrizations.weight.original0 / prototype.weight_g   (the magnitude g, [K, 1], all 1) → dropped
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcdag.graphs.device import DeviceNode, StepContext
+from pcdag.graphs.node import FieldEffect, In, Out, effect
+from pcdag.graphs.params import integer, param
+from pcdag.graphs.ports import MODEL
+from pcdag.graphs.registry import register
+
+_MAGNITUDE_KEYS = ("prototype.parametrizations.weight.original0", "prototype.weight_g")
+_DIRECTION_KEYS = ("prototype.parametrizations.weight.original1", "prototype.weight_v")
+
+
+class ClusteringHeadModule(nn.Module):
+    """MLP → L2-normalised embedding → cosine logits against unit-norm prototypes."""
+
+    def __init__(self, in_channels: int, hidden: int = 4096, embed: int = 256, prototypes: int = 4096) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.GELU(), nn.Linear(hidden, embed))
+        self.prototype = nn.Linear(embed, prototypes, bias=False)  # rows normalised in forward
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.trunc_normal_(layer.weight, std=0.02)  # bounds ±2 (absolute), as timm's default
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.prototype.weight.shape[0])
+
+    def embed(self, feat: torch.Tensor) -> torch.Tensor:
+        """``[M, C]`` → unit embeddings ``[M, embed]`` (normalised in float32)."""
+        z = self.mlp(feat)
+        return F.normalize(z.float(), dim=-1, eps=1e-12)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        """``[M, C]`` → logits ``[M, prototypes]``: cosines between embeddings and prototypes."""
+        prototypes = F.normalize(self.prototype.weight.float(), dim=1, eps=1e-12)  # [K, embed]
+        return F.linear(self.embed(feat), prototypes)  # [M, K]
+
+    @staticmethod
+    def pointcept_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rename a Pointcept ``OnlineCluster`` state dict to this module's names (see the module docstring)."""
+        out: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            if key in _MAGNITUDE_KEYS:
+                if not torch.allclose(value.float(), torch.ones_like(value, dtype=torch.float32)):
+                    raise ValueError(f"{key}: prototype magnitudes are not all 1; this head fixes them at 1")
+                continue
+            out["prototype.weight" if key in _DIRECTION_KEYS else key] = value
+        return out
+
+
+@register
+class ClusteringHead(DeviceNode):
+    """Projection head for clustering losses: MLP, L2-normalised embedding, cosines to unit prototypes."""
+
+    role = "heads"
+    version = 1
+    inputs = {"backbone": In(MODEL, required=False, doc="its out_channels give in_channels when that is 0")}
+    outputs = {"model": Out(MODEL, doc="the head module: feat [M, C] -> logits [M, prototypes]")}
+
+    @attrs.frozen
+    class Params:
+        hidden: int = param(4096, integer(1, 1 << 16), doc="MLP hidden width")
+        embed: int = param(256, integer(1, 1 << 14), doc="embedding width (L2-normalised)")
+        prototypes: int = param(4096, integer(1, 1 << 17), doc="number of unit-norm prototypes K")
+        in_channels: int = param(0, integer(0, 1 << 16), doc="input feature width; 0 = the backbone's out_channels")
+
+    def fields(self) -> FieldEffect:
+        return effect()
+
+    def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
+        p = self.params
+        return ClusteringHeadModule(self._in_channels(inputs), p.hidden, p.embed, p.prototypes)
+
+    def _in_channels(self, inputs: Mapping[str, nn.Module]) -> int:
+        backbone = inputs.get("backbone")
+        width = getattr(backbone, "out_channels", None) if backbone is not None else None
+        if backbone is not None and not isinstance(width, int):
+            raise ValueError(
+                f"{self.type_name()}: the module on port 'backbone' ({type(backbone).__name__}) has no integer "
+                "out_channels; set the parameter in_channels"
+            )
+        given = self.params.in_channels
+        if given == 0 and width is None:
+            raise ValueError(f"{self.type_name()}: in_channels is 0 and no module is connected to port 'backbone'")
+        if given and width is not None and given != width:
+            raise ValueError(
+                f"{self.type_name()}: in_channels = {given} but the backbone on port 'backbone' gives {width} "
+                "channels; set in_channels to 0 (use the backbone's) or to the same width"
+            )
+        return given or width  # type: ignore[return-value]
+
+    def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        return {"model": module}

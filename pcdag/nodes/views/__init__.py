@@ -1,0 +1,1 @@
+"""Views: the multi-view generator of the loader and the masking / perturbation of views on the device."""
