@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import attrs
 import yaml
 
 from pcdag.graphs.graph import Graph
@@ -43,6 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     _overrides(p)
     p.set_defaults(run=cmd_preprocess)
 
+    p = sub.add_parser("train", help="train a graph's device stage on its store (torchrun for several GPUs)")
+    p.add_argument("graph", type=Path, metavar="GRAPH")
+    p.add_argument("--out", default=None, help="run directory (default: settings.train.out, runs/{name}-{preset})")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps of this invocation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--help-settings", action="store_true", help="list settings.train keys and exit")
+    _overrides(p)
+    p.set_defaults(run=cmd_train)
+
     p = sub.add_parser("nodes", help="list node types, or show one's ports and parameters")
     p.add_argument("name", nargs="?", help="a node type, e.g. GridSample")
     p.set_defaults(run=cmd_nodes)
@@ -67,34 +77,25 @@ def _overrides(p: argparse.ArgumentParser) -> None:
         metavar="NODE.PARAM=VALUE",
         help="override a parameter (VALUE is YAML), or settings.KEY=VALUE; repeatable",
     )
+    p.add_argument("--preset", default=None, help="apply one of the graph's presets (e.g. tiny, base, large)")
 
 
-def _load(path: Path, overrides: list[str]) -> Graph:
+def _load(path: Path, overrides: list[str], preset: str | None = None) -> Graph:
+    """The graph at ``path`` with its preset and then the ``--set NODE.PARAM=VALUE`` flags applied."""
+    from pcdag.graphs.overrides import apply_overrides, apply_preset
     from pcdag.graphs.yamlio import load_graph
 
-    graph = load_graph(path)
-    problems = []
+    graph = apply_preset(load_graph(path), preset)
+    values, problems = {}, []
     for text in overrides:
-        target, eq, raw = text.partition("=")
-        node, dot, key = target.partition(".")
-        if not eq or not dot or not key:
+        key, eq, raw = text.partition("=")
+        if not eq or "." not in key:
             problems.append(Problem("override", f"--set {text!r}: write NODE.PARAM=VALUE or settings.KEY=VALUE"))
             continue
-        value = yaml.safe_load(raw) if raw else None
-        if node == "settings":
-            graph.settings[key] = value
-        elif node in graph.nodes:
-            decl = graph.nodes[node]
-            graph.nodes[node] = attrs.evolve(decl, params={**decl.params, key: value})
-        else:
-            problems.append(
-                Problem(
-                    "override", f"--set {text!r}: no node {node!r} in {path}", fix=f"nodes: {', '.join(graph.nodes)}"
-                )
-            )
+        values[key] = yaml.safe_load(raw) if raw else None
     if problems:
         raise GraphError(problems)
-    return graph
+    return apply_overrides(graph, values)
 
 
 def _report(problems: list[Problem]) -> None:
@@ -108,7 +109,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.graphs:
         try:
-            problems = validate(_load(path, args.overrides))
+            problems = validate(_load(path, args.overrides, args.preset))
         except GraphError as exc:
             problems = exc.problems
         errors = [p for p in problems if p.severity == "error"]
@@ -126,7 +127,7 @@ def _compiled(args: argparse.Namespace):
     from pcdag.compiler import compile_graph
 
     try:
-        return compile_graph(_load(args.graph, args.overrides))
+        return compile_graph(_load(args.graph, args.overrides, args.preset))
     except GraphError as exc:
         _report(exc.problems)
         return None
@@ -194,6 +195,29 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} scene{'s' if failed != 1 else ''} quarantined; the others are in the store", file=sys.stderr)
         return 3
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pcdag.compiler.training import describe_settings
+
+    if args.help_settings:
+        print("settings.train keys (set in the graph, a preset, or --set settings.train.KEY=VALUE):")
+        print(describe_settings())
+        return 0
+    plan = _compiled(args)
+    if plan is None:
+        return 1
+    if plan.device is None:
+        print(f"{args.graph}: no device stage (nothing to train)", file=sys.stderr)
+        return 1
+    from pcdag.runtime.trainer import train
+
+    try:
+        train(plan, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet, stop_after=args.stop_after)
+    except (ValueError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

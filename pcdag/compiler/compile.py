@@ -1,6 +1,6 @@
 """``compile_graph``: run every pass, collect every problem, return the ``Plan`` or raise ``GraphError``.
 
-    resolve → structure → fields → splits → offline/loader shape → fusion → cache keys → plan
+    resolve → structure → fields → splits → offline/loader/device shape → fusion → cache keys → plan
 
 Each pass is a small function over plain data returning what the next one reuses.
 """
@@ -14,6 +14,7 @@ from pcdag.compiler.resolve import resolve
 from pcdag.compiler.schedule import cache_keys, loader_program, offline_jobs, stages
 from pcdag.compiler.splits import check_splits, graph_purpose
 from pcdag.compiler.structure import check_structure
+from pcdag.compiler.training import device_program, train_settings
 from pcdag.graphs.graph import Graph
 from pcdag.graphs.problems import GraphError, Problem
 
@@ -27,11 +28,15 @@ def analyse(graph: Graph) -> tuple[Plan | None, list[Problem]]:
     fields, p = check_fields(bound, edges, g)
     problems += p
     problems += check_splits(graph, bound)
-    jobs, loader = [], None
+    jobs, loader, device = [], None, None
+    train, p = train_settings(graph)
+    problems += p
     if structure_ok:  # stage shapes are only meaningful on a well-connected graph; else they repeat its errors
         jobs, p = offline_jobs(bound, edges, g)
         problems += p
         loader, p = loader_program(bound, edges, g)
+        problems += p
+        device, p = device_program(bound, edges, g)
         problems += p
     seed = graph.settings.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -51,6 +56,8 @@ def analyse(graph: Graph) -> tuple[Plan | None, list[Problem]]:
         fields=fields,
         offline=tuple(jobs),
         loader=loader,
+        device=device,
+        train=train if device is not None else None,
         warnings=tuple(p for p in problems if p.severity != "error"),
     )
     return plan, problems

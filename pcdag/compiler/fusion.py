@@ -63,6 +63,9 @@ def _why_ends(last: str, bound: dict[str, Bound], succ: dict[str, list[Edge]], p
     out = succ[last]
     if not out:
         return "end of the graph"
+    later = {bound[e.dst].placement for e in out} - {bound[last].placement}
+    if later == {Placement.DEVICE} and all(bound[e.dst].placement == Placement.DEVICE for e in out):
+        return "stage boundary loader → device: samples are collated into one batch for the training step"
     if len(out) > 1:
         return f"{last!r} feeds {len(out)} nodes ({', '.join(e.dst for e in out)}): its output is copied per branch"
     nxt = bound[out[0].dst]

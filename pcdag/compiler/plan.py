@@ -12,6 +12,7 @@ from pcdag.compiler.program import StageProgram
 from pcdag.compiler.resolve import Bound
 from pcdag.compiler.schedule import OfflineJob, Stage, default_partition_size
 from pcdag.compiler.structure import Edge
+from pcdag.compiler.training import DeviceProgram, TrainSettings, describe_batching
 from pcdag.graphs.graph import Graph
 from pcdag.graphs.node import SceneRef, SceneSource
 from pcdag.graphs.ports import Placement
@@ -40,6 +41,8 @@ class Plan:
     offline: tuple[OfflineJob, ...]
     loader: StageProgram | None
     warnings: tuple[Problem, ...]
+    device: DeviceProgram | None = None
+    train: TrainSettings | None = None
 
     def node(self, name: str):
         return self.bound[name].node
@@ -117,6 +120,24 @@ class Plan:
                 f"  → one function per sample: {' → '.join(self.loader.nodes)} (one PointCloud, "
                 "selections gathered once)"
             )
+        if stage.placement == Placement.DEVICE and self.device is not None:
+            out += self._device_notes()
+        return out
+
+    def _device_notes(self) -> list[str]:
+        d, t = self.device, self.train
+        out = [
+            f"  → one torch module per step: {len(d.steps)} nodes; trained: {', '.join(d.trainable)}; "
+            f"loss = Σ weight·term over {', '.join(d.losses)}",
+        ]
+        if t is not None:
+            out += [
+                f"  training: {t.steps} steps × {t.global_batch} scenes (global batch); AdamW lr {t.lr:g} "
+                f"(layer decay {t.layer_decay:g}), OneCycle pct {t.pct_start:g}, div {t.div_factor:g}/"
+                f"{t.final_div_factor:g}; weight decay {t.weight_decay_schedule()}; clip {t.clip:g}; "
+                f"precision {t.precision}; checkpoint every {t.checkpoint_every} steps",
+            ]
+            out += [f"    {line}" for line in describe_batching(t)]
         return out
 
 

@@ -87,6 +87,8 @@ SETTINGS = {
     "include_eval_splits": "let a pre-training graph read val/test scenes (leakage; printed in the plan)",
     "seed": "base random seed of every stage",
     "description": "free text",
+    "preset": "the preset applied (set by --preset; recorded in plans and checkpoints)",
+    "train": "training settings of the device stage (steps, global_batch, lr, ...; `pcdag nodes --train` lists them)",
 }
 
 
@@ -98,6 +100,7 @@ class Graph:
     nodes: dict[str, NodeDecl] = attrs.field(factory=dict)
     settings: dict[str, Any] = attrs.field(factory=dict)
     origin: Origin | None = attrs.field(default=None, eq=False)
+    presets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {"node.param" | "settings.k": value}
 
     def add(
         self,
@@ -134,7 +137,9 @@ class Graph:
 
     def subgraph(self, names: set[str]) -> Graph:
         """The graph restricted to ``names`` (inputs from outside are kept and will show as dangling)."""
-        return Graph(self.name, {n: d for n, d in self.nodes.items() if n in names}, dict(self.settings))
+        return Graph(
+            self.name, {n: d for n, d in self.nodes.items() if n in names}, dict(self.settings), presets=self.presets
+        )
 
     def upstream(self, name: str) -> set[str]:
         """All nodes ``name`` depends on (not including itself)."""

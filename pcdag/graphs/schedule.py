@@ -67,7 +67,7 @@ class Schedule:
                 u = 1.0 if t1 == t0 else (p - t0) / (t1 - t0)
                 if shape == "cos":
                     u = 0.5 * (1.0 - math.cos(math.pi * u))
-                return v0 + (v1 - v0) * u
+                return v0 * (1.0 - u) + v1 * u  # exact at both ends
         return self.knots[-1][1]
 
     @property

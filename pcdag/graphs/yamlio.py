@@ -64,14 +64,14 @@ def loads_graph(text: str, file: str = "<string>") -> Graph:
     if not isinstance(data, dict):
         raise GraphError([Problem("not-a-graph", "the file is not a mapping with 'name' and 'nodes'", origin=at())])
     problems: list[Problem] = []
-    unknown_top = sorted(set(data) - {"pcdag", "name", "nodes", "settings"})
+    unknown_top = sorted(set(data) - {"pcdag", "name", "nodes", "settings", "presets"})
     for key in unknown_top:
         problems.append(
             Problem(
                 "not-a-graph",
                 f"unknown top-level key {key!r}",
                 origin=at(key),
-                fix="top-level keys are pcdag, name, settings, nodes",
+                fix="top-level keys are pcdag, name, settings, presets, nodes",
             )
         )
     version = data.get("pcdag", FORMAT_VERSION)
@@ -111,7 +111,9 @@ def loads_graph(text: str, file: str = "<string>") -> Graph:
             )
         )
         raw_nodes = {}
-    graph = Graph(name, {}, dict(settings), origin=at())
+    presets, p = _presets(data.get("presets"), at)
+    problems += p
+    graph = Graph(name, {}, dict(settings), origin=at(), presets=presets)
     for node_name, raw in raw_nodes.items():
         decl, node_problems = _node(str(node_name), raw, lambda *p, n=node_name: at("nodes", str(n), *p))
         problems += node_problems
@@ -120,6 +122,27 @@ def loads_graph(text: str, file: str = "<string>") -> Graph:
     if problems:
         raise GraphError(problems)
     return graph
+
+
+def _presets(raw: Any, at) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """``presets: {name: {"node.param" | "settings.key": value}}``; keys are checked when a preset is applied."""
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, dict):
+        return {}, [Problem("not-a-graph", "'presets' must map a preset name to its overrides", origin=at("presets"))]
+    out, problems = {}, []
+    for name, body in raw.items():
+        if not isinstance(body, dict) or not all(isinstance(k, str) and "." in k for k in body):
+            problems.append(
+                Problem(
+                    "not-a-graph",
+                    f"preset {name!r} must map 'node.param' or 'settings.key' to a value",
+                    origin=at("presets", str(name)),
+                )
+            )
+            continue
+        out[str(name)] = dict(body)
+    return out, problems
 
 
 def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
@@ -183,6 +206,8 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
     out: dict[str, Any] = {"pcdag": FORMAT_VERSION, "name": graph.name}
     if graph.settings:
         out["settings"] = dict(graph.settings)
+    if graph.presets:
+        out["presets"] = {k: dict(v) for k, v in graph.presets.items()}
     nodes: dict[str, Any] = {}
     for decl in graph.nodes.values():
         entry: dict[str, Any] = {"type": decl.type}

@@ -12,6 +12,7 @@ and ``offset[i]`` = number of points in samples ``0..i`` (the end of sample ``i`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pcdag.graphs.batch import ViewSample, collate_views
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.runtime.store import SceneStore
 
@@ -45,6 +47,7 @@ class StoreDataset(Dataset):
         fields: Iterable[str] | None = None,
         seed: int = 0,
         loops: int = 1,
+        skip_bad: bool = False,
     ) -> None:
         self.store = store if isinstance(store, SceneStore) else SceneStore(store)
         self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
@@ -66,6 +69,7 @@ class StoreDataset(Dataset):
         self.fields = None if fields is None else tuple(fields)
         self.seed = seed
         self.loops = loops
+        self.skip_bad = skip_bad
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # seen by persistent workers
 
     def __len__(self) -> int:
@@ -79,18 +83,34 @@ class StoreDataset(Dataset):
         """Select the epoch whose randomness samples use (call before iterating the loader for that epoch)."""
         self._epoch[0] = int(epoch)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | tuple[int, int]) -> Any:
+        """Sample ``i`` of the current epoch, or ``(epoch, i)`` (samplers that know the epoch, e.g. on resume).
+
+        A cloud comes back as a dict of tensors; a loader chain ending in views gives its ``ViewSample``. With
+        ``skip_bad`` a scene the chain refuses (``CloudError``: too few points, say) gives None and a warning
+        naming the scene; ``collate_batch`` leaves it out.
+        """
+        epoch, i = (int(i[0]), int(i[1])) if isinstance(i, tuple) else (self.epoch, i)
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range for a dataset of {n} samples")
         i = int(i) % n
         entry = self.entries[i % len(self.entries)]
-        cloud = self.store.read(entry.id, self.fields)
-        if self.transform is not None:
-            cloud = self.transform(cloud, np.random.default_rng([self.seed, self.epoch, i]))
-            if not isinstance(cloud, PointCloud):
-                raise CloudError(f"scene {entry.id}: the loader chain returned a {type(cloud).__name__}")
-        sample: dict[str, Any] = {k: to_tensor(v) for k, v in cloud.materialise().items()}
+        try:
+            cloud = self.store.read(entry.id, self.fields)
+            rng = np.random.default_rng([self.seed, epoch, i])
+            out = cloud if self.transform is None else self.transform(cloud, rng)
+        except (CloudError, OSError, ValueError) as exc:  # a bad scene: refused by the chain or unreadable
+            if not self.skip_bad:
+                raise
+            warnings.warn(f"scene {entry.id} skipped: {exc}", SkippedScene, stacklevel=1)
+            return None
+        if isinstance(out, ViewSample):
+            out.scene = entry.id
+            return out
+        if not isinstance(out, PointCloud):
+            raise CloudError(f"scene {entry.id}: the loader chain returned a {type(out).__name__}")
+        sample: dict[str, Any] = {k: to_tensor(v) for k, v in out.materialise().items()}
         sample["scene"] = entry.id
         return sample
 
@@ -118,6 +138,21 @@ def collate_clouds(samples: list[dict]) -> dict[str, Any]:
     return batch
 
 
+class SkippedScene(UserWarning):
+    """A scene the loader chain refused; training goes on without it."""
+
+
+def collate_batch(samples: list[Any]) -> Any:
+    """Collate what the loader chain makes: views (``collate_views``) or clouds (``collate_clouds``). Samples that
+    were skipped (None) are left out; a batch with nothing left is None (the trainer skips it and says so)."""
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        return None
+    if isinstance(kept[0], ViewSample):
+        return collate_views(kept)
+    return collate_clouds(kept)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int = 2,
@@ -143,7 +178,7 @@ def make_loader(
     )
 
 
-def dataset_from_plan(plan: Any, loops: int = 1) -> StoreDataset:
+def dataset_from_plan(plan: Any, loops: int = 1, skip_bad: bool = False) -> StoreDataset:
     """The compiled loader stage of ``plan``: the Store it reads (path, splits, fields) + the fused program."""
     if plan.loader is None:
         raise ValueError(f"graph {plan.graph.name!r} has no loader stage (no loader node reads a Store)")
@@ -158,4 +193,6 @@ def dataset_from_plan(plan: Any, loops: int = 1) -> StoreDataset:
                 f"store {store.path} {state} (stage key {made_by}, graph {plan.graph.name!r} expects "
                 f"{plan.keys[name]}): run `pcdag preprocess` on this graph first"
             )
-    return StoreDataset(store.path, store.splits, plan.loader, store.fields, seed=plan.seed, loops=loops)
+    return StoreDataset(
+        store.path, store.splits, plan.loader, store.fields, seed=plan.seed, loops=loops, skip_bad=skip_bad
+    )

@@ -1,0 +1,1 @@
+"""Teachers: the EMA copy of a student module."""
