@@ -219,7 +219,7 @@ def test_laplacian_node_weight_schedule_and_logs() -> None:
         c = ctx(step)
         out = node.forward(c, None, features=encoded(feat.to(torch.bfloat16), coord, offset))["loss"]
         assert out.weight == pytest.approx(want) and out.value.dtype == torch.float32
-        assert {"laplacian/edges", "laplacian/edge_points", "laplacian/sigma"} <= set(c.metrics)
+        assert {"edges", "edge_points", "sigma"} <= set(out.terms)  # the trainer logs them as NODE/term
     with pytest.raises(ParamError, match="sigma"):
         LaplacianSmoothness(sigma="median")
     with pytest.raises(ValueError, match="coord"):

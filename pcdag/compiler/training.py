@@ -46,7 +46,7 @@ class TrainSettings:
     keep_checkpoints: int = param(2, integer(1, None), doc="how many recent checkpoints to keep")
     log_every: int = param(1, integer(1, None), unit="steps", doc="metric line every N steps")
     workers: int = param(2, integer(0, 64), doc="DataLoader worker processes per GPU")
-    out: str = param("runs/{name}", of_type(str), doc="run directory ({name} = graph name, {preset})")
+    out: str = param("runs/{name}-{preset}", of_type(str), doc="run directory ({name}: graph name, {preset}: preset)")
     find_unused_parameters: bool = param(False, one_of(False, True), doc="DDP: allow parameters without grad")
 
     def accumulation(self, world_size: int) -> int:

@@ -11,6 +11,11 @@ from pcdag.graphs.params import in_range, param
 from pcdag.graphs.registry import register
 
 
+def clipped_gaussian(shape: tuple[int, ...], sigma: float, clip: float, rng: np.random.Generator) -> np.ndarray:
+    """N(0, sigma^2) noise of ``shape``, each value clipped to [-clip, clip]. float64."""
+    return np.clip(rng.normal(0.0, sigma, size=shape), -clip, clip)
+
+
 @register
 class RandomJitter(CloudTransform):
     """With probability p, add N(0, sigma^2) noise, clipped to [-clip, clip], to each coordinate independently."""
@@ -31,6 +36,6 @@ class RandomJitter(CloudTransform):
         if rng.random() >= self.params.p:
             return cloud
         coord = cloud["coord"]  # [N, 3]
-        noise = np.clip(rng.normal(0.0, self.params.sigma, size=coord.shape), -self.params.clip, self.params.clip)
+        noise = clipped_gaussian(coord.shape, self.params.sigma, self.params.clip, rng)  # [N, 3]
         cloud["coord"] = coord + noise.astype(np.float32)  # [N, 3] float32, a new array
         return cloud

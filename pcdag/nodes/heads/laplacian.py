@@ -181,6 +181,4 @@ class LaplacianSmoothness(DeviceNode):
                 enc.feat, enc.coord, enc.offset, k=p.k, delta=p.delta, cutoff=p.cutoff, sigma=p.sigma,
                 semantics=p.semantics,
             )  # fmt: skip
-        for name, value in stats.items():
-            ctx.log(f"laplacian/{name}", value)
         return {"loss": LossValue(loss, self.weight_schedule(ctx.progress), dict(stats))}

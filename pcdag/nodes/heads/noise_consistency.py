@@ -94,6 +94,4 @@ class NoiseConsistency(DeviceNode):
         r = self.params.radius
         with torch.autocast(student.feat.device.type, enabled=False):
             loss, stats = noise_consistency(student, teacher, r if self.params.semantics == "paper" else r * r)
-        for name, value in stats.items():
-            ctx.log(f"noise_consistency/{name}", value)
         return {"loss": LossValue(loss, self.weight_schedule(ctx.progress), dict(stats))}

@@ -90,7 +90,7 @@ class GridMasking(DeviceNode):
         batch: MultiViewBatch = inputs["views"]
         size, ratio = self.size_schedule(ctx.progress), self.ratio_schedule(ctx.progress)
         masked = self.mask(batch.global_views, size, ratio, ctx.generator)
-        ctx.log("masking/size", size)
-        ctx.log("masking/ratio", ratio)
-        ctx.log("masking/masked_points", masked.mask.float().mean())
+        ctx.log("size", size)
+        ctx.log("ratio", ratio)
+        ctx.log("masked_points", masked.mask.float().mean())
         return {"views": batch.replace(global_views=masked)}

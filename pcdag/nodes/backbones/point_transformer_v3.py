@@ -1,0 +1,121 @@
+"""PointTransformerV3: the backbone node; its module maps a ``PointBatch`` to ``Encoded`` features.
+
+The architecture, presets and forward pass live in ``ptv3.py``; this node only turns parameters into a
+``PTv3Config`` (preset values unless overridden) and owns the built module. Checkpoints of Pointcept / Sonata
+load through ``pointcept_io.import_backbone`` (see ``docs/pointcept.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+
+from pcdag.graphs.device import DeviceNode, StepContext
+from pcdag.graphs.node import FieldEffect, Out, effect
+from pcdag.graphs.params import ParamError, in_range, integer, one_of, param, subset_of
+from pcdag.graphs.ports import MODEL
+from pcdag.graphs.registry import register
+from pcdag.nodes.backbones.ptv3 import PRESETS, PointTransformerV3Module, PTv3Config, count_parameters
+from pcdag.nodes.backbones.serialization import ORDERS
+
+
+def _optional(check: Any) -> Any:
+    """Validator: None (= take the preset's value) or what ``check`` allows."""
+
+    def run(inst: Any, a: attrs.Attribute, value: Any) -> None:
+        if value is not None:
+            check(inst, a, value)
+
+    run.allowed = f"null (preset) or {check.allowed}"  # type: ignore[attr-defined]
+    return run
+
+
+def _per_stage(lo: int, n: int = 5) -> Any:
+    """Validator: a list of ``n`` whole numbers >= ``lo`` (one per encoder stage)."""
+    whole = integer(lo, None)
+
+    def check(inst: Any, a: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise ParamError(f"{a.name} = {value!r} must be a list of {n} whole numbers (one per stage)")
+        for v in value:
+            whole(inst, a, v)
+
+    check.allowed = f"list of {n} whole numbers >= {lo}"  # type: ignore[attr-defined]
+    return check
+
+
+@register
+class PointTransformerV3(DeviceNode):
+    """Point Transformer V3 backbone (Sonata variant): five stages of serialised patch attention over voxels.
+
+    ``mode: encoder`` (pre-training) up-casts the stage outputs to ``upcast_level`` (Base at level 2: 1088
+    channels); ``mode: encoder-decoder`` (fine-tuning) unpools to the input points. Overrides left ``null`` come
+    from ``preset``.
+    """
+
+    role = "backbones"
+    version = 1
+    inputs = {}
+    outputs = {"model": Out(MODEL, "the backbone module: PointBatch -> Encoded")}
+
+    @attrs.frozen
+    class Params:
+        preset: str = param("base", one_of(*PRESETS), doc="tiny (CPU tests) | base | large (paper Table 5)")
+        mode: str = param("encoder", one_of("encoder", "encoder-decoder"), doc="pre-training | fine-tuning")
+        upcast_level: int = param(2, integer(0, 4), doc="encoder mode: level the features are up-cast to")
+        in_channels: int = param(9, integer(1, 1024), doc="input feature width (xyz, colour, normal)")
+        patch_size: int | None = param(None, _optional(integer(1, 1 << 16)), unit="points", doc="all stages")
+        drop_path: float | None = param(None, _optional(in_range(0.0, 1.0, hi_open=True)), doc="last block's rate")
+        enc_depths: list | None = param(None, _optional(_per_stage(1)), doc="blocks per stage")
+        enc_channels: list | None = param(None, _optional(_per_stage(1)), doc="channels per stage")
+        enc_heads: list | None = param(None, _optional(_per_stage(1)), doc="attention heads per stage")
+        orders: list = param(list(ORDERS), subset_of(*ORDERS), doc="serialisation orders; block i uses i mod len")
+        shuffle_orders: bool = param(True, one_of(True, False), doc="re-draw the order of orders per serialisation")
+        mask_token: bool = param(True, one_of(True, False), doc="learnable token for masked points")
+        grid_size: float = param(0.02, in_range(1e-4, 10.0), unit="m", doc="voxel edge when the batch has none")
+        backend: str = param("auto", one_of("auto", "torch", "spconv"), doc="sparse convolution backend")
+
+    def __post_init__(self) -> None:
+        p = self.params
+        overrides: dict[str, Any] = {}
+        if p.patch_size is not None:
+            overrides.update(enc_patch_size=(p.patch_size,) * 5, dec_patch_size=(p.patch_size,) * 4)
+        for name in ("drop_path", "enc_depths", "enc_channels", "enc_heads"):
+            if getattr(p, name) is not None:
+                overrides[name] = getattr(p, name)
+        try:
+            self.config = PTv3Config.preset(
+                p.preset,
+                mode=p.mode,
+                upcast_level=p.upcast_level,
+                in_channels=p.in_channels,
+                orders=tuple(p.orders),
+                shuffle_orders=p.shuffle_orders,
+                mask_token=p.mask_token,
+                grid_size=p.grid_size,
+                backend=p.backend,
+                **overrides,
+            )
+        except ValueError as exc:
+            raise ParamError(f"{self.type_name()}: {exc}") from None
+
+    def fields(self) -> FieldEffect:
+        return effect()  # no point-cloud ports
+
+    def build(self, inputs: Any) -> torch.nn.Module:
+        return PointTransformerV3Module(self.config)
+
+    def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        if module is None:
+            raise ValueError(f"{self.type_name()}: forward() needs the module returned by build()")
+        return {"model": module}
+
+    def plan_notes(self) -> list[str]:
+        cfg = self.config
+        where = f"level {cfg.upcast_level} (grid {cfg.grid_size * 2**cfg.upcast_level:g} m)"
+        out = f"{cfg.out_channels} channels at " + (where if cfg.mode == "encoder" else "the input points")
+        if not hasattr(self, "_n_parameters"):
+            self._n_parameters = count_parameters(cfg)  # a meta-device build: no memory, ~0.1 s for Base
+        return [f"{self._n_parameters / 1e6:.1f}M parameters ({self.params.preset}, {cfg.mode}); {out}"]

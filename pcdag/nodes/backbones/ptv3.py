@@ -1,0 +1,281 @@
+"""Point Transformer V3, the Sonata variant (spec C; LAM3C paper Table 5): a five-stage serialised transformer.
+
+    points --stem: Linear(in -> C0) -> LN -> GELU, masked points -> mask token
+           --stage 0: blocks                                  level 0, the input points
+           --stage s = 1..4: GridPooling (grid //= 2), blocks level s
+    encoder:          up-cast from level 4 to ``upcast_level`` u: parent features ++ child features[inverse]
+                      -> [M_u, sum(enc_channels[u:])]   (pre-training: u = 2, Base 1088, Large 1536)
+    encoder-decoder:  unpool 4 -> 0 with decoder blocks -> [N, dec_channels[0]]   (fine-tuning)
+
+Block ``i`` of a stage attends along serialisation order ``i mod len(orders)``; with ``shuffle_orders`` the orders
+are re-drawn (torch's global RNG) at every serialisation, in train and eval mode alike, as the reference does.
+Drop path rises linearly 0 -> ``drop_path`` over the encoder blocks and is off in ``eval()``.
+
+Grid coordinates, when the batch has none: ``floor((coord - min of the sample) / grid_size)``, per sample so a
+view's voxels do not depend on the other views of the batch (the reference subtracts the minimum of the whole
+concatenated batch). Pooled ``coord`` / ``origin_coord`` are means of the children of each cell, level by level
+(the reference's mean of means), so at level 2 they are not the plain mean of the input points.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from pcdag.graphs.batch import Encoded, PointBatch
+from pcdag.nodes.backbones.ptv3_layers import Block, GridPooling, GridUnpooling, Level, make_level
+from pcdag.nodes.backbones.segment import segment_max
+from pcdag.nodes.backbones.serialization import ORDERS
+
+MODES = ("encoder", "encoder-decoder")
+BACKENDS = ("auto", "torch", "spconv")
+N_STAGES = 5
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in value)
+
+
+@attrs.frozen
+class PTv3Config:
+    """Architecture of the backbone; ``PRESETS`` holds the shipped ones (``PTv3Config.preset``)."""
+
+    enc_depths: tuple[int, ...] = attrs.field(converter=_ints)
+    enc_channels: tuple[int, ...] = attrs.field(converter=_ints)
+    enc_heads: tuple[int, ...] = attrs.field(converter=_ints)
+    enc_patch_size: tuple[int, ...] = attrs.field(converter=_ints)
+    dec_depths: tuple[int, ...] = attrs.field(converter=_ints)
+    dec_channels: tuple[int, ...] = attrs.field(converter=_ints)
+    dec_heads: tuple[int, ...] = attrs.field(converter=_ints)
+    dec_patch_size: tuple[int, ...] = attrs.field(converter=_ints)
+    in_channels: int = 9
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.3
+    orders: tuple[str, ...] = attrs.field(default=ORDERS, converter=tuple)
+    shuffle_orders: bool = True
+    mask_token: bool = True
+    grid_size: float = 0.02  # m
+    mode: str = "encoder"
+    upcast_level: int = 2
+    backend: str = "auto"
+
+    def __attrs_post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("PointTransformerV3 configuration: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("enc_depths", "enc_channels", "enc_heads", "enc_patch_size"):
+            if len(getattr(self, name)) != N_STAGES:
+                out.append(f"{name} needs {N_STAGES} values (one per stage), got {list(getattr(self, name))}")
+        for name in ("dec_depths", "dec_channels", "dec_heads", "dec_patch_size"):
+            if len(getattr(self, name)) != N_STAGES - 1:
+                out.append(f"{name} needs {N_STAGES - 1} values (levels 0..3), got {list(getattr(self, name))}")
+        for c, h in list(zip(self.enc_channels, self.enc_heads, strict=False)) + list(
+            zip(self.dec_channels, self.dec_heads, strict=False)
+        ):
+            if h < 1 or c % h:
+                out.append(f"{c} channels do not split into {h} heads")
+        ints = self.enc_depths + self.enc_channels + self.enc_patch_size + self.dec_channels + self.dec_patch_size
+        if min(ints, default=1) < 1 or min(self.dec_depths, default=0) < 0:
+            out.append("depths, channels and patch sizes must be positive")
+        if not self.orders or any(o not in ORDERS for o in self.orders):
+            out.append(f"orders {list(self.orders)} must be a non-empty list from {list(ORDERS)}")
+        if self.mode not in MODES:
+            out.append(f"mode {self.mode!r} is not one of {MODES}")
+        if self.backend not in BACKENDS:
+            out.append(f"backend {self.backend!r} is not one of {BACKENDS}")
+        if not 0 <= self.upcast_level < N_STAGES:
+            out.append(f"upcast_level {self.upcast_level} must lie in 0..{N_STAGES - 1}")
+        if not 0.0 <= self.drop_path < 1.0 or self.grid_size <= 0 or self.in_channels < 1:
+            out.append("drop_path must lie in [0, 1), grid_size and in_channels must be positive")
+        return out
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> PTv3Config:
+        if name not in PRESETS:
+            raise ValueError(f"unknown PointTransformerV3 preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def out_channels(self) -> int:
+        if self.mode == "encoder-decoder":
+            return self.dec_channels[0]
+        return sum(self.enc_channels[self.upcast_level :])
+
+
+_FINETUNE_DECODER = dict(dec_depths=(2, 2, 2, 2), dec_channels=(64, 96, 192, 384), dec_heads=(4, 6, 12, 24))
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": dict(  # spec C / Table 5; decoder of spec E
+        enc_depths=(3, 3, 3, 12, 3),
+        enc_channels=(48, 96, 192, 384, 512),
+        enc_heads=(3, 6, 12, 24, 32),
+        enc_patch_size=(1024,) * 5,
+        dec_patch_size=(1024,) * 4,
+        **_FINETUNE_DECODER,
+    ),
+    "large": dict(
+        enc_depths=(3, 3, 3, 12, 3),
+        enc_channels=(64, 128, 256, 512, 768),
+        enc_heads=(4, 8, 16, 32, 48),
+        enc_patch_size=(1024,) * 5,
+        dec_patch_size=(1024,) * 4,
+        **_FINETUNE_DECODER,
+    ),
+    "tiny": dict(  # CPU tests and smoke runs
+        enc_depths=(1, 1, 1, 2, 1),
+        enc_channels=(16, 32, 48, 64, 96),
+        enc_heads=(1, 2, 3, 4, 6),
+        enc_patch_size=(64,) * 5,
+        dec_depths=(1, 1, 1, 1),
+        dec_channels=(16, 32, 48, 64),
+        dec_heads=(1, 2, 3, 4),
+        dec_patch_size=(64,) * 4,
+    ),
+}
+
+
+class Stage(nn.Module):
+    """One encoder stage (``down``: pooling, except stage 0) or decoder level (``up``: unpooling), then blocks."""
+
+    def __init__(self, blocks: list[Block], down: GridPooling | None = None, up: GridUnpooling | None = None) -> None:
+        super().__init__()
+        self.down, self.up = down, up
+        self.blocks = nn.ModuleList(blocks)
+
+    def run_blocks(self, level: Level, n_orders: int) -> torch.Tensor:
+        feat = level.feat
+        for i, block in enumerate(self.blocks):
+            feat = block(feat, level, i % n_orders)
+        return feat
+
+
+class PointTransformerV3Module(nn.Module):
+    """``PointBatch -> Encoded``: see the module docstring."""
+
+    def __init__(self, config: PTv3Config) -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.out_channels = cfg.out_channels
+        c0 = cfg.enc_channels[0]
+        self.stem = nn.Sequential()
+        self.stem.add_module("linear", nn.Linear(cfg.in_channels, c0))
+        self.stem.add_module("norm", nn.LayerNorm(c0))
+        self.stem.add_module("act", nn.GELU())
+        self.mask_token = nn.Parameter(torch.zeros(1, c0)) if cfg.mask_token else None
+        rates = torch.linspace(0, cfg.drop_path, sum(cfg.enc_depths), device="cpu").tolist()
+        self.stages = nn.ModuleList()
+        for s in range(N_STAGES):
+            ch, first = cfg.enc_channels[s], sum(cfg.enc_depths[:s])
+            blocks = [
+                Block(ch, cfg.enc_heads[s], cfg.enc_patch_size[s], cfg.mlp_ratio, rates[first + i], cfg.backend)
+                for i in range(cfg.enc_depths[s])
+            ]
+            self.stages.append(Stage(blocks, down=GridPooling(cfg.enc_channels[s - 1], ch) if s else None))
+        self.decoder = self._build_decoder() if cfg.mode == "encoder-decoder" else None
+        self.apply(_init_weights)
+
+    def _build_decoder(self) -> nn.ModuleList:
+        cfg = self.config
+        rates = torch.linspace(0, cfg.drop_path, sum(cfg.dec_depths), device="cpu").tolist()
+        above = list(cfg.dec_channels) + [cfg.enc_channels[-1]]
+        decoder = nn.ModuleList()
+        for s in range(N_STAGES - 1):  # decoder[s] makes level s; it runs from s = 3 down to 0
+            ch, first = cfg.dec_channels[s], sum(cfg.dec_depths[:s])
+            stage_rates = rates[first : first + cfg.dec_depths[s]][::-1]
+            blocks = [
+                Block(ch, cfg.dec_heads[s], cfg.dec_patch_size[s], cfg.mlp_ratio, rate, cfg.backend)
+                for rate in stage_rates
+            ]
+            decoder.append(Stage(blocks, up=GridUnpooling(above[s + 1], cfg.enc_channels[s], ch)))
+        return decoder
+
+    def forward(self, points: PointBatch) -> Encoded:
+        cfg, n_orders = self.config, len(self.config.orders)
+        levels = [self._input_level(points)]
+        for s, stage in enumerate(self.stages):
+            if s:
+                levels.append(stage.down(levels[-1], cfg.orders, cfg.shuffle_orders))
+            levels[-1].feat = stage.run_blocks(levels[-1], n_orders)
+        if self.decoder is not None:
+            return self._decode(levels)
+        return self._upcast(levels, cfg.upcast_level)
+
+    def _input_level(self, points: PointBatch) -> Level:
+        cfg = self.config
+        feat, coord, offset = points.feat, points.coord, points.offset.to(torch.int64)
+        n = coord.shape[0]
+        if feat.ndim != 2 or feat.shape != (n, cfg.in_channels):
+            raise ValueError(
+                f"PointTransformerV3: feat has shape {list(feat.shape)}, expected [{n}, in_channels = "
+                f"{cfg.in_channels}]; set in_channels to the loader's feature width"
+            )
+        counts = torch.diff(offset, prepend=offset.new_zeros(1)) if offset.ndim == 1 else offset
+        if offset.ndim != 1 or not len(offset) or int(offset[-1]) != n or bool((counts < 1).any()):
+            raise ValueError(
+                f"PointTransformerV3: offset {offset.tolist()[:8]} must be increasing cumulative counts ending at "
+                f"the number of points {n}, every sample with at least one point"
+            )
+        batch = points.batch
+        x = self.stem(feat)  # [N, C0]
+        if points.mask is not None:
+            if self.mask_token is None:
+                raise ValueError("PointTransformerV3: the batch carries a mask but mask_token is off; turn it on")
+            x = torch.where(points.mask.reshape(n, 1).bool(), self.mask_token.to(x.dtype), x)
+        grid = points.grid_coord
+        if grid is None:
+            low = -segment_max(-coord.detach().float(), batch, len(offset))  # [B, 3] per-sample minimum
+            grid = torch.floor((coord.detach().float() - low[batch]) / cfg.grid_size)  # [N, 3]
+        grid = grid.to(torch.int64)
+        return make_level(x, coord, points.origin_coord, grid, batch, offset, cfg.orders, cfg.shuffle_orders)
+
+    def _upcast(self, levels: list[Level], level: int) -> Encoded:
+        """Walk up from the deepest level to ``level``: parent features ++ child features[inverse]."""
+        feat = levels[-1].feat
+        for s in range(len(levels) - 1, level, -1):
+            feat = torch.cat([levels[s - 1].feat, feat[levels[s].inverse]], dim=1)  # [N_{s-1}, C_{s-1} + ...]
+        inverse = torch.arange(levels[0].batch.shape[0], device=feat.device)  # [N] input point -> level row
+        for s in range(1, level + 1):
+            inverse = levels[s].inverse[inverse]
+        out = levels[level]
+        return Encoded(feat, out.coord, out.origin_coord, out.offset, level=level, extra={"inverse": inverse})
+
+    def _decode(self, levels: list[Level]) -> Encoded:
+        feat, n_orders = levels[-1].feat, len(self.config.orders)
+        for s in range(N_STAGES - 2, -1, -1):
+            stage, level = self.decoder[s], levels[s]
+            level.feat = stage.up(feat, level.feat, levels[s + 1].inverse)  # [N_s, dec_channels[s]]
+            feat = stage.run_blocks(level, n_orders)
+        top = levels[0]
+        inverse = torch.arange(top.batch.shape[0], device=feat.device)
+        return Encoded(feat, top.coord, top.origin_coord, top.offset, level=0, extra={"inverse": inverse})
+
+    def layer_ids(self) -> dict[str, tuple[int, int]]:
+        """``{parameter name: (layer, n_layers)}`` numbering the encoder blocks 0.. in depth order."""
+        total, ids, layer = sum(self.config.enc_depths), {}, 0
+        for s, stage in enumerate(self.stages):
+            for i, block in enumerate(stage.blocks):
+                ids.update({f"stages.{s}.blocks.{i}.{name}": (layer, total) for name, _ in block.named_parameters()})
+                layer += 1
+        return ids
+
+
+def _init_weights(module: nn.Module) -> None:
+    """The reference's init: linear and conv weights trunc-normal(0.02), biases 0; LayerNorm (1, 0)."""
+    weight = getattr(module, "weight", None)
+    if isinstance(module, nn.LayerNorm) or not isinstance(weight, torch.Tensor) or weight.ndim < 2:
+        return
+    nn.init.trunc_normal_(weight, std=0.02)
+    if isinstance(getattr(module, "bias", None), torch.Tensor):
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(config: PTv3Config) -> int:
+    """Parameters of the backbone for ``config``, counted on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        module = PointTransformerV3Module(attrs.evolve(config, backend="torch"))
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,183 @@
+"""Serialisation of voxel coordinates into space-filling-curve codes (z-order, Hilbert, transposed variants).
+
+Point Transformer V3 orders the points of a batch along a space-filling curve and cuts the order into patches.
+A code packs the sample and the curve position into one int64:
+
+    code = (batch << 3 * depth) | curve(grid)        # curve over `depth` bits per axis, 3 * depth bits in all
+
+so sorting by code groups points by sample first (the batch is the most significant part) and then along the curve.
+
+Orders (``ORDERS``):
+  * ``"z"`` — Morton order: bit i of x, y, z becomes bits 3i+2, 3i+1, 3i of the curve (x most significant in
+    each bit triple).
+  * ``"hilbert"`` — Hilbert order by Skilling's transpose algorithm ("Programming the Hilbert curve", 2004): the
+    coordinates are turned into the Hilbert index in transposed form, whose bits are then interleaved like
+    Morton's (x first). Consecutive positions on a full 2^depth cube are face-adjacent voxels.
+  * ``"z-trans"``, ``"hilbert-trans"`` — the same curves with x and y swapped first.
+
+Everything is vectorised over points with torch integer ops (loops run over bits and axes only) and works on CPU
+and CUDA int64 tensors. ``decode`` is the exact inverse of ``encode`` (used by the tests).
+
+API (the PTv3 model relies on exactly these signatures):
+
+    ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
+    encode(grid_coord: LongTensor [N, 3] >= 0, batch: LongTensor [N], order: str, depth: int) -> LongTensor [N]
+    decode(code: LongTensor [N], order: str, depth: int) -> (grid_coord [N, 3], batch [N])
+    depth_for(grid_coord: LongTensor [N, 3]) -> int     # bit length of (max grid + 1), at most 16
+"""
+
+from __future__ import annotations
+
+import torch
+
+ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
+MAX_DEPTH = 16
+
+
+def depth_for(grid_coord: torch.Tensor) -> int:
+    """Bits per axis needed for these grid coords: bit length of (max grid + 1), as the reference does (≤ 16)."""
+    _check_grid(grid_coord)
+    top = int(grid_coord.max()) if grid_coord.numel() else 0
+    depth = (top + 1).bit_length()
+    if depth > MAX_DEPTH:
+        raise ValueError(
+            f"grid coords reach {top}, which needs depth {depth} > {MAX_DEPTH} bits per axis; use a coarser grid size"
+        )
+    return depth
+
+
+def encode(grid_coord: torch.Tensor, batch: torch.Tensor, order: str, depth: int) -> torch.Tensor:
+    """Codes [N] int64 = (batch << 3*depth) | curve position of grid_coord [N, 3] for `order`."""
+    _check_order(order)
+    _check_depth(depth)
+    _check_grid(grid_coord, depth)
+    batch = _check_batch(batch, grid_coord.shape[0], depth)
+    x, y, z = grid_coord.to(torch.int64).unbind(1)  # [N] each
+    if order.endswith("-trans"):
+        x, y = y, x
+    if order.startswith("hilbert"):
+        x, y, z = _hilbert_transpose(x, y, z, depth)
+    return (batch << (3 * depth)) | _interleave(x, y, z, depth)
+
+
+def decode(code: torch.Tensor, order: str, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of `encode`: codes [N] -> (grid_coord [N, 3], batch [N])."""
+    _check_order(order)
+    _check_depth(depth)
+    if code.dtype != torch.int64 or code.dim() != 1:
+        raise ValueError(f"codes must be a 1-D int64 tensor, got {code.dtype} of shape {tuple(code.shape)}")
+    if code.numel() and int(code.min()) < 0:
+        raise ValueError("codes must be >= 0 (negative codes were never produced by encode)")
+    batch = code >> (3 * depth)  # [N]
+    x, y, z = _deinterleave(code & ((1 << (3 * depth)) - 1), depth)
+    if order.startswith("hilbert"):
+        x, y, z = _hilbert_untranspose(x, y, z, depth)
+    if order.endswith("-trans"):
+        x, y = y, x
+    return torch.stack([x, y, z], dim=1), batch
+
+
+def _interleave(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth: int) -> torch.Tensor:
+    """Morton interleave: bit i of x, y, z -> bits 3i+2, 3i+1, 3i."""
+    code = torch.zeros_like(x)
+    for i in range(depth):
+        code |= ((x >> i) & 1) << (3 * i + 2)
+        code |= ((y >> i) & 1) << (3 * i + 1)
+        code |= ((z >> i) & 1) << (3 * i)
+    return code
+
+
+def _deinterleave(code: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, y, z = (torch.zeros_like(code) for _ in range(3))
+    for i in range(depth):
+        x |= ((code >> (3 * i + 2)) & 1) << i
+        y |= ((code >> (3 * i + 1)) & 1) << i
+        z |= ((code >> (3 * i)) & 1) << i
+    return x, y, z
+
+
+def _hilbert_transpose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """Skilling's AxesToTranspose: axes -> Hilbert index in transposed form (its bits interleave x-first)."""
+    axes = [x.clone(), y.clone(), z.clone()]
+    q = 1 << (depth - 1)
+    while q > 1:  # inverse undo of the excess work
+        p = q - 1
+        for i in range(3):
+            set_ = (axes[i] & q) != 0  # [N] bool
+            if i == 0:
+                axes[0] = torch.where(set_, axes[0] ^ p, axes[0])
+                continue
+            t = (axes[0] ^ axes[i]) & p
+            axes[0] = torch.where(set_, axes[0] ^ p, axes[0] ^ t)
+            axes[i] = torch.where(set_, axes[i], axes[i] ^ t)
+        q >>= 1
+    for i in range(1, 3):  # Gray encode
+        axes[i] = axes[i] ^ axes[i - 1]
+    t = torch.zeros_like(axes[0])
+    q = 1 << (depth - 1)
+    while q > 1:
+        t = torch.where((axes[2] & q) != 0, t ^ (q - 1), t)
+        q >>= 1
+    return [a ^ t for a in axes]
+
+
+def _hilbert_untranspose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """Skilling's TransposeToAxes: the exact inverse of `_hilbert_transpose`."""
+    axes = [x.clone(), y.clone(), z.clone()]
+    t = axes[2] >> 1  # Gray decode
+    for i in (2, 1):
+        axes[i] = axes[i] ^ axes[i - 1]
+    axes[0] = axes[0] ^ t
+    q = 2
+    while q != (1 << depth):  # undo the excess work
+        p = q - 1
+        for i in (2, 1, 0):
+            set_ = (axes[i] & q) != 0  # [N] bool
+            if i == 0:
+                axes[0] = torch.where(set_, axes[0] ^ p, axes[0])
+                continue
+            t = (axes[0] ^ axes[i]) & p
+            axes[0] = torch.where(set_, axes[0] ^ p, axes[0] ^ t)
+            axes[i] = torch.where(set_, axes[i], axes[i] ^ t)
+        q <<= 1
+    return axes
+
+
+def _check_order(order: str) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"unknown serialisation order {order!r}; choose one of {ORDERS}")
+
+
+def _check_depth(depth: int) -> None:
+    if not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be an int in 1..{MAX_DEPTH} bits per axis, got {depth!r}")
+
+
+def _check_grid(grid_coord: torch.Tensor, depth: int | None = None) -> None:
+    if grid_coord.dim() != 2 or grid_coord.shape[1] != 3:
+        raise ValueError(f"grid_coord must have shape [N, 3], got {tuple(grid_coord.shape)}")
+    if grid_coord.dtype.is_floating_point or grid_coord.dtype == torch.bool:
+        raise TypeError(f"grid_coord must be an integer tensor, got {grid_coord.dtype}")
+    if not grid_coord.numel():
+        return
+    lo, hi = torch.aminmax(grid_coord)
+    lo, hi = int(lo), int(hi)
+    if lo < 0:
+        raise ValueError(f"grid_coord must be >= 0, found {lo}; subtract the per-sample minimum first")
+    if depth is not None and hi >= 1 << depth:
+        raise ValueError(f"grid_coord reaches {hi}, which does not fit in depth={depth} bits (max {(1 << depth) - 1})")
+
+
+def _check_batch(batch: torch.Tensor, n: int, depth: int) -> torch.Tensor:
+    if batch.shape != (n,):
+        raise ValueError(f"batch must have shape [{n}] like grid_coord, got {tuple(batch.shape)}")
+    if batch.dtype.is_floating_point or batch.dtype == torch.bool:
+        raise TypeError(f"batch must be an integer tensor, got {batch.dtype}")
+    batch = batch.to(torch.int64)
+    if n:
+        lo, hi = (int(v) for v in torch.aminmax(batch))
+        if lo < 0:
+            raise ValueError(f"batch indices must be >= 0, found {lo}")
+        if hi >= 1 << (63 - 3 * depth):
+            raise ValueError(f"batch index {hi} does not fit beside {3 * depth} curve bits in an int64 code")
+    return batch

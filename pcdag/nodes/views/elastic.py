@@ -1,0 +1,105 @@
+"""Elastic distortion: a smooth random displacement field, sampled on a coarse grid and interpolated at the points.
+
+Points are channel-first ``[3, n]`` arrays (see ``pcdag.nodes.views.colour`` for why).
+
+One pass with ``(granularity g, magnitude m)``:
+
+1. a grid of nodes ``g`` apart covering the points' bounding box with one node to spare on every side
+   (``floor(extent / g) + 3`` nodes per axis, node ``i`` at ``min + (i - 1) · g``), N(0, 1) noise per node and axis;
+2. the noise blurred twice by separable 3-tap box filters along x, y and z (zero outside the grid), which makes
+   neighbouring nodes move alike;
+3. the field interpolated trilinearly at every point: ``coord += field(coord) · m``.
+
+Trilinear interpolation is a convex combination of the 8 surrounding nodes, so a point moves at most
+``m · max|field|`` per axis, and two points ``d`` apart differ by at most ``m · Σ_axis D_axis · |d_axis| / g``,
+with ``D_axis`` the largest difference of neighbouring nodes along that axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+from pcdag.graphs.cloud import CloudError
+from pcdag.graphs.params import ParamError
+
+MAX_NODES = 1 << 24  # grid nodes per pass (x 3 float32 = 192 MiB): more means a granularity far too fine
+
+
+def noise_grid(xyz: np.ndarray, granularity: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Blurred N(0, 1) noise on a grid over points ``xyz`` ``[3, n]``: ``(field [3, gx, gy, gz] float32, origin [3])``.
+
+    ``origin`` is the position of node ``(0, 0, 0)``; nodes are ``granularity`` apart.
+    """
+    low = xyz.min(axis=1).astype(np.float64)  # [3]
+    dims = (np.floor((xyz.max(axis=1) - low) / granularity).astype(np.int64) + 3).tolist()  # nodes per axis
+    if dims[0] * dims[1] * dims[2] > MAX_NODES:
+        raise CloudError(
+            f"elastic distortion with granularity {granularity} m needs a {dims[0]} x {dims[1]} x {dims[2]} noise "
+            f"grid over this view (more than {MAX_NODES} nodes); use a coarser granularity"
+        )
+    field = rng.standard_normal((3, *dims), dtype=np.float32)  # [3, gx, gy, gz]
+    for _ in range(2):
+        for axis in (1, 2, 3):  # 3-tap box filter (mean of the node and its two neighbours), zero padding
+            field = uniform_filter1d(field, size=3, axis=axis, mode="constant", cval=0.0)
+    return field, low - granularity
+
+
+def trilinear(field: np.ndarray, origin: np.ndarray, spacing: float, xyz: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a node ``field`` ``[C, gx, gy, gz]`` at points ``xyz`` ``[3, n]`` -> ``[C, n]``.
+
+    Node ``(i, j, k)`` sits at ``origin + (i, j, k) · spacing``; points outside the grid are clamped onto it.
+    """
+    dims = field.shape[1:]  # (gx, gy, gz)
+    pos = ((xyz - origin[:, None]) / spacing).astype(np.float32)  # [3, n] in node units
+    cell = np.floor(pos)  # [3, n] lower corner of the enclosing cell
+    cell = np.clip(cell, 0, np.array(dims, dtype=np.float32)[:, None] - 2)
+    upper = np.clip(pos - cell, 0, 1)  # [3, n] weights of the upper corner along each axis
+    sides = (1 - upper, upper)  # [3, n] each: weights of the lower / upper corner
+    stride = (dims[1] * dims[2], dims[2], 1)  # flat index step along x, y, z
+    base = np.dot(stride, cell.astype(np.intp))  # [n] flat index of the lower corner
+    flat = field.reshape(len(field), -1)  # [C, G]
+    out = np.zeros((len(field), xyz.shape[1]), dtype=np.float32)  # [C, n]
+    for dx, dy in np.ndindex(2, 2):  # 8 corners, each one vectorised gather over all points
+        wxy = sides[dx][0] * sides[dy][1]  # [n]
+        for dz in (0, 1):
+            node = base + (dx * stride[0] + dy * stride[1] + dz)  # [n]
+            out += (wxy * sides[dz][2]) * np.take(flat, node, axis=1)
+    return out
+
+
+def elastic_displacement(xyz: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator) -> np.ndarray:
+    """The displacement ``[3, n]`` float32 of one elastic pass at points ``xyz`` ``[3, n]`` (add it to them)."""
+    field, origin = noise_grid(xyz, granularity, rng)
+    return trilinear(field, origin, granularity, xyz) * np.float32(magnitude)
+
+
+def elastic_distort(xyz: np.ndarray, passes: Sequence[Sequence[float]], rng: np.random.Generator) -> np.ndarray:
+    """Apply the passes ``[[granularity, magnitude], ...]`` in order to points ``xyz`` ``[3, n]``; a new array."""
+    out = xyz.copy()  # [3, n]
+    for granularity, magnitude in passes:
+        out += elastic_displacement(out, granularity, magnitude, rng)
+    return out
+
+
+def elastic_passes():
+    """Validator: a list of ``[granularity > 0 (m), magnitude >= 0]`` pairs (may be empty)."""
+
+    def check(_inst: Any, a: attrs.Attribute, value: Any) -> None:
+        text = f"{a.name} = {value!r} must be a list of [granularity (m, > 0), magnitude (>= 0)] pairs"
+        if not isinstance(value, (list, tuple)):
+            raise ParamError(text)
+        for item in value:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ParamError(text)
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) for v in item):
+                raise ParamError(text)
+            if item[0] <= 0 or item[1] < 0:
+                raise ParamError(f"{text}; {list(item)} is not")
+
+    check.allowed = "[[granularity > 0, magnitude >= 0], ...]"  # type: ignore[attr-defined]
+    return check
