@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     _overrides(p)
     p.set_defaults(run=cmd_train)
 
+    p = sub.add_parser("export", help="write a trained backbone as a Pointcept/Sonata checkpoint")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint file, or a run directory (its newest checkpoint)")
+    p.add_argument("out", type=Path, help="the .pth file to write")
+    p.add_argument("--node", default="student", help="the backbone node to export (default: student)")
+    p.set_defaults(run=cmd_export)
+
     p = sub.add_parser("nodes", help="list node types, or show one's ports and parameters")
     p.add_argument("name", nargs="?", help="a node type, e.g. GridSample")
     p.set_defaults(run=cmd_nodes)
@@ -218,6 +224,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pcdag.runtime.export import export_from_checkpoint
+
+    try:
+        path = export_from_checkpoint(args.checkpoint, args.out, args.node)
+    except (OSError, ValueError, KeyError, GraphError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} (node {args.node!r} of {path}; Pointcept/Sonata names, docs/pointcept.md)")
     return 0
 
 

@@ -14,9 +14,10 @@ import torch
 
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import FieldEffect, Out, effect
-from pcdag.graphs.params import ParamError, in_range, integer, one_of, param, subset_of
+from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, param, subset_of
 from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
+from pcdag.nodes.backbones.pointcept_io import import_backbone
 from pcdag.nodes.backbones.ptv3 import PRESETS, PointTransformerV3Module, PTv3Config, count_parameters
 from pcdag.nodes.backbones.serialization import ORDERS
 
@@ -76,6 +77,9 @@ class PointTransformerV3(DeviceNode):
         mask_token: bool = param(True, one_of(True, False), doc="learnable token for masked points")
         grid_size: float = param(0.02, in_range(1e-4, 10.0), unit="m", doc="voxel edge when the batch has none")
         backend: str = param("auto", one_of("auto", "torch", "spconv"), doc="sparse convolution backend")
+        weights: str | None = param(
+            None, _optional(of_type(str)), doc="initial weights: a Pointcept/Sonata checkpoint or `pcdag export` file"
+        )
 
     def __post_init__(self) -> None:
         p = self.params
@@ -105,7 +109,10 @@ class PointTransformerV3(DeviceNode):
         return effect()  # no point-cloud ports
 
     def build(self, inputs: Any) -> torch.nn.Module:
-        return PointTransformerV3Module(self.config)
+        module = PointTransformerV3Module(self.config)
+        if self.params.weights is not None:
+            import_backbone(module, self.params.weights)
+        return module
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
         if module is None:
@@ -118,4 +125,7 @@ class PointTransformerV3(DeviceNode):
         out = f"{cfg.out_channels} channels at " + (where if cfg.mode == "encoder" else "the input points")
         if not hasattr(self, "_n_parameters"):
             self._n_parameters = count_parameters(cfg)  # a meta-device build: no memory, ~0.1 s for Base
-        return [f"{self._n_parameters / 1e6:.1f}M parameters ({self.params.preset}, {cfg.mode}); {out}"]
+        notes = [f"{self._n_parameters / 1e6:.1f}M parameters ({self.params.preset}, {cfg.mode}); {out}"]
+        if self.params.weights is not None:
+            notes.append(f"initial weights from {self.params.weights} (Pointcept/Sonata names mapped)")
+        return notes

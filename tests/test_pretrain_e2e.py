@@ -1,0 +1,94 @@
+"""LAM3C and Sonata pre-training end to end on real ScanNet scans: the shipped graphs' tiny preset on CPU, killed
+and resumed, then the backbone exported for Pointcept and loaded back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcdag.cli import main
+from pcdag.nodes.backbones.point_transformer_v3 import PointTransformerV3
+from pcdag.runtime.checkpoint import list_checkpoints
+from pcdag.runtime.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, shared_data: Path) -> Path:
+    """Four real scans with normals, made by the shipped preprocessing graph."""
+    root = tmp_path_factory.mktemp("scans")
+    (root / "train").mkdir()
+    for scene in ("scene0000_00", "scene0001_00", "scene0002_00", "scene0003_00"):
+        (root / "train" / scene).symlink_to(shared_data / "scannet-mini" / "train" / scene)
+    out = root / "store"
+    args = ["preprocess", str(REPO / "graphs" / "scannet.yaml"), "--quiet", "--no-stats"]
+    args += ["--set", f"scans.root={root}", "--set", "scans.splits=[train]", "--set", f"store.path={out}"]
+    assert main(args) == 0
+    return out
+
+
+def train_cmd(graph: str, store: Path, run: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pcdag.cli", "train", str(REPO / "graphs" / graph), "--preset", "tiny", "--quiet",
+        "--set", f"store.path={store}", "--set", "settings.train.steps=8", "--set", "settings.train.checkpoint_every=2",
+        "--set", "settings.train.workers=1", "--out", str(run), *extra,
+    ]  # fmt: skip
+
+
+def test_lam3c_tiny_trains_is_killed_resumes_and_exports(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(train_cmd("lam3c.yaml", store, run), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not any(s >= 4 for s, _ in list_checkpoints(run / "checkpoints")):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint at step 4 within 4 minutes"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = list_checkpoints(run / "checkpoints")[-1][0]
+    assert killed_at < 8, "the run finished before it could be killed"
+
+    done = subprocess.run(train_cmd("lam3c.yaml", store, run, "--resume"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from {run / 'checkpoints'}" in done.stdout and f"at step {killed_at}" in done.stdout
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(8))  # no gap, no repeat: the log continues the checkpoint
+    terms = {"loss/mask", "loss/roll", "loss/unmask", "loss/laplacian", "loss/consistency"}
+    assert terms <= set(records[0]) and all(r["mask/pairs"] > 0 for r in records)
+    assert min(r["loss"] for r in records[-3:]) < records[0]["loss"]  # it learns (60 steps: docs/training.md)
+    assert (run / "loss.png").stat().st_size > 10_000 and (run / "metrics.csv").is_file()
+
+    out = tmp_path / "backbone.pth"
+    assert main(["export", str(run), str(out)]) == 0
+    module = PointTransformerV3(preset="tiny", weights=str(out)).build({})
+    state = torch.load(list_checkpoints(run / "checkpoints")[-1][1], weights_only=True)["modules"]
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, state[f"student.{name}"]), name
+
+
+def test_sonata_tiny_trains_without_the_regularisers(store: Path, tmp_path: Path) -> None:
+    args = train_cmd("sonata.yaml", store, tmp_path / "run", "--stop-after", "2")
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == 2 and {"loss/mask", "loss/roll", "loss/unmask"} <= set(records[0])
+    assert not any(k.startswith(("loss/laplacian", "loss/consistency")) for k in records[0])
+
+
+def test_a_checkpoint_of_another_preset_is_refused(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert subprocess.run(train_cmd("lam3c.yaml", store, run, "--stop-after", "2"), capture_output=True).returncode == 0
+    other = train_cmd("lam3c.yaml", store, run, "--resume", "--set", "laplacian.semantics=reference")
+    done = subprocess.run(other, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "laplacian.semantics: 'paper' → 'reference'" in done.stderr
