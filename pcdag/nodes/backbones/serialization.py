@@ -101,15 +101,8 @@ def _hilbert_transpose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth:
     axes = [x.clone(), y.clone(), z.clone()]
     q = 1 << (depth - 1)
     while q > 1:  # inverse undo of the excess work
-        p = q - 1
         for i in range(3):
-            set_ = (axes[i] & q) != 0  # [N] bool
-            if i == 0:
-                axes[0] = torch.where(set_, axes[0] ^ p, axes[0])
-                continue
-            t = (axes[0] ^ axes[i]) & p
-            axes[0] = torch.where(set_, axes[0] ^ p, axes[0] ^ t)
-            axes[i] = torch.where(set_, axes[i], axes[i] ^ t)
+            _invert_or_exchange(axes, i, q)
         q >>= 1
     for i in range(1, 3):  # Gray encode
         axes[i] = axes[i] ^ axes[i - 1]
@@ -121,6 +114,19 @@ def _hilbert_transpose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth:
     return [a ^ t for a in axes]
 
 
+def _invert_or_exchange(axes: list[torch.Tensor], i: int, q: int) -> None:
+    """One step of Skilling's excess-work loop, in place: where bit ``q`` of axis ``i`` is set, invert the low bits
+    of axis 0; elsewhere exchange the low bits of axes 0 and ``i``. The step is its own inverse."""
+    p = q - 1
+    set_ = (axes[i] & q) != 0  # [N] bool
+    if i == 0:
+        axes[0] = torch.where(set_, axes[0] ^ p, axes[0])
+        return
+    t = (axes[0] ^ axes[i]) & p
+    axes[0] = torch.where(set_, axes[0] ^ p, axes[0] ^ t)
+    axes[i] = torch.where(set_, axes[i], axes[i] ^ t)
+
+
 def _hilbert_untranspose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth: int) -> list[torch.Tensor]:
     """Skilling's TransposeToAxes: the exact inverse of `_hilbert_transpose`."""
     axes = [x.clone(), y.clone(), z.clone()]
@@ -130,15 +136,8 @@ def _hilbert_untranspose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, dept
     axes[0] = axes[0] ^ t
     q = 2
     while q != (1 << depth):  # undo the excess work
-        p = q - 1
         for i in (2, 1, 0):
-            set_ = (axes[i] & q) != 0  # [N] bool
-            if i == 0:
-                axes[0] = torch.where(set_, axes[0] ^ p, axes[0])
-                continue
-            t = (axes[0] ^ axes[i]) & p
-            axes[0] = torch.where(set_, axes[0] ^ p, axes[0] ^ t)
-            axes[i] = torch.where(set_, axes[i], axes[i] ^ t)
+            _invert_or_exchange(axes, i, q)
         q <<= 1
     return axes
 
