@@ -46,3 +46,11 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
 
     assert main(argv) == 3  # resumable: the videos that were done are skipped whole
     assert re.search(r"5 scenes: 0 done, 4 skipped, 1 failed", capsys.readouterr().out)
+
+    # the store pre-trains: LAM3C's tiny preset, two steps
+    train = ["train", str(GRAPH.with_name("lam3c.yaml")), "--preset", "tiny", "--quiet", "--stop-after", "2",
+             "--out", str(tmp_path / "run"), "--set", f"store.path={store}",
+             "--set", "settings.train.workers=0"]  # fmt: skip
+    assert main(train) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["unmask/pairs"] > 0 and r["loss"] > 0 for r in records)
