@@ -284,7 +284,8 @@ def test_one_hot_kernels_move_features_by_their_offset(spconv):
 
 def test_state_dict_matches_spconv_module(spconv):
     torch.manual_seed(0)
-    grid = torch.unique(torch.randint(0, 6, (80, 3)), dim=0)
+    # sparse neighbourhoods: the CPU-only spconv wheel miscomputes dense ones (see the strict xfail below)
+    grid = torch.unique(torch.randint(0, 12, (80, 3)), dim=0)
     batch = torch.randint(0, 2, (len(grid),))
     reference = spconv.SubMConv3d(5, 7, 3, bias=True, indice_key="ref", algo=spconv.ConvAlgo.Native)  # CPU-capable
     conv = SubMConv3d(5, 7, backend="torch")
@@ -292,7 +293,7 @@ def test_state_dict_matches_spconv_module(spconv):
     feat = torch.randn(len(grid), 5)
     indices = torch.cat([batch[:, None], grid], 1).int()
     with torch.no_grad():
-        expected = reference(spconv.SparseConvTensor(feat, indices, [6, 6, 6], 2)).features
+        expected = reference(spconv.SparseConvTensor(feat, indices, [12, 12, 12], 2)).features
         torch.testing.assert_close(conv(feat, grid, batch), expected, atol=1e-5, rtol=1e-5)
 
 
