@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from pcdag.graphs.params import ParamError
 from pcdag.nodes.heads.clustering_head import ClusteringHead, ClusteringHeadModule
 from pcdag.nodes.heads.clustering_loss import ClusteringLoss, view_pairs
 from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
+from pcdag.testing.network import free_port
 
 # --------------------------------------------------------------------------------------------- references
 
@@ -139,12 +139,6 @@ def test_sinkhorn_constant_offset_changes_nothing_and_does_not_overflow() -> Non
     torch.testing.assert_close(q, SinkhornKnopp(3)(logits, 0.5), rtol=1e-4, atol=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sinkhorn_worker(rank: int, port: int, cases: list[tuple[torch.Tensor, int]], out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -159,7 +153,7 @@ def test_sinkhorn_on_two_ranks_equals_one_process(tmp_path: Path) -> None:
     torch.manual_seed(0)
     logits = torch.rand(13, 7) * 2 - 1
     cases = [(logits, 5), (logits, 0), (logits, 13), (torch.zeros(0, 7), 0)]  # uneven, an empty rank, all empty
-    mp.spawn(_sinkhorn_worker, args=(_free_port(), cases, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_sinkhorn_worker, args=(free_port(), cases, str(tmp_path)), nprocs=2, join=True)
     for i, (rows, _) in enumerate(cases):
         parts = [torch.load(tmp_path / f"{i}_{r}.pt", weights_only=True) for r in (0, 1)]
         torch.testing.assert_close(torch.cat(parts), SinkhornKnopp(3)(rows, 0.05), rtol=1e-5, atol=1e-7)

@@ -4,7 +4,6 @@ non-finite losses, schedules, EMA, the sampler and layer-wise learning-rate deca
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from pcdag.runtime.metrics import read_metrics
 from pcdag.runtime.optim import param_groups
 from pcdag.runtime.sampler import ResumableBatchSampler
 from pcdag.runtime.trainer import train
+from pcdag.testing.network import free_port
 from pcdag.testing.toy import TOY_GRAPH, TOY_NODES, ToyMLP
 
 PREP = """
@@ -122,18 +122,13 @@ from pcdag.graphs import registry, loads_graph
 from pcdag.graphs.overrides import apply_overrides
 from pcdag.compiler import compile_graph
 from pcdag.runtime.trainer import train
+from pcdag.testing.network import free_port
 from pcdag.testing.toy import TOY_GRAPH, TOY_NODES
 if __name__ == "__main__":
     with registry.registered(*TOY_NODES):
         g = loads_graph(TOY_GRAPH.replace("STORE", sys.argv[1]).replace("OUT", sys.argv[2]))
         train(compile_graph(apply_overrides(g, {"fit.noise": 0.0})), quiet=True, stop_after=6, device="cpu")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ data (``DeviceProgram``, ``TrainSettings``) the runtime's step module and traine
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
@@ -154,7 +153,3 @@ def describe_batching(settings: TrainSettings, world_sizes: tuple[int, ...] = (1
         note = f", accumulating {acc} micro-batches per step" if acc > 1 else ""
         out.append(f"{w} GPU(s): {settings.batch_per_device} scene(s) per GPU per forward{note}")
     return out
-
-
-def steps_per_epoch(n_scenes: int, settings: TrainSettings) -> float:
-    return n_scenes / settings.global_batch if settings.global_batch else math.inf

@@ -13,7 +13,7 @@ View order is scene-major: with ``n`` views per scene, sample ``s * n + v`` is v
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -62,30 +62,19 @@ class PointBatch:
         """A shallow copy with some tensors replaced (never modifies ``self``)."""
         return attrs.evolve(self, **changes)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> PointBatch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
-
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PointBatch:
+        """A copy with ``fn`` applied to every tensor (fields left None stay None)."""
+        tensors = {f.name: getattr(self, f.name) for f in attrs.fields(PointBatch) if f.name != "extra"}
         return PointBatch(
-            coord=move(self.coord),
-            feat=move(self.feat),
-            offset=move(self.offset),
-            origin_coord=move(self.origin_coord),
-            grid_coord=move(self.grid_coord),
-            mask=move(self.mask),
-            extra={k: move(v) for k, v in self.extra.items()},
+            **{k: None if t is None else fn(t) for k, t in tensors.items()},
+            extra={k: fn(v) for k, v in self.extra.items()},
         )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PointBatch:
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> PointBatch:
-        return attrs.evolve(
-            self,
-            **{
-                f.name: getattr(self, f.name).pin_memory()
-                for f in attrs.fields(PointBatch)
-                if isinstance(getattr(self, f.name), torch.Tensor)
-            },
-            extra={k: v.pin_memory() for k, v in self.extra.items()},
-        )
+        return self.map(torch.Tensor.pin_memory)
 
 
 @attrs.define(eq=False)
@@ -113,13 +102,16 @@ class MultiViewBatch:
     def replace(self, **changes: Any) -> MultiViewBatch:
         return attrs.evolve(self, **changes)
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> MultiViewBatch:
+        """A copy with ``fn`` applied to every tensor of both kinds of view."""
+        local = None if self.local_views is None else self.local_views.map(fn)
+        return attrs.evolve(self, global_views=self.global_views.map(fn), local_views=local)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MultiViewBatch:
-        local = None if self.local_views is None else self.local_views.to(device, non_blocking)
-        return attrs.evolve(self, global_views=self.global_views.to(device, non_blocking), local_views=local)
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> MultiViewBatch:
-        local = None if self.local_views is None else self.local_views.pin_memory()
-        return attrs.evolve(self, global_views=self.global_views.pin_memory(), local_views=local)
+        return self.map(torch.Tensor.pin_memory)
 
     @property
     def n_points(self) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from pcdag.compiler.program import Step
 from pcdag.compiler.training import DeviceProgram
 from pcdag.graphs.device import LossValue, StepContext
 from pcdag.graphs.ports import LOSS, MODEL
@@ -34,6 +35,7 @@ class StepModule(torch.nn.Module):
         for name, module in self.nodes.items():
             if name not in program.trainable:
                 module.requires_grad_(False)
+        self.loss_ports = {s.name: _loss_port(s) for s in program.steps if s.name in program.losses}
 
     def train(self, mode: bool = True) -> StepModule:
         """Trainable modules follow ``mode``; the others (teachers) stay in eval mode."""
@@ -61,7 +63,7 @@ class StepModule(torch.nn.Module):
             _prefix_new(ctx.metrics, before, step.name)
             for port, value in out.items():
                 values[(step.name, port)] = value
-        losses = {name: values[(name, _loss_port(self.program, name))] for name in self.program.losses}
+        losses = {name: values[(name, port)] for name, port in self.loss_ports.items()}
         total = sum(loss.weight * loss.value.float() for loss in losses.values())
         return total, losses
 
@@ -75,8 +77,7 @@ class StepModule(torch.nn.Module):
             _prefix_new(ctx.metrics, before, step.name)
 
 
-def _loss_port(program: DeviceProgram, name: str) -> str:
-    step = next(s for s in program.steps if s.name == name)
+def _loss_port(step: Step) -> str:
     return next(p for p, o in step.node.outputs.items() if o.type == LOSS)
 
 

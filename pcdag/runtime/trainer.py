@@ -108,6 +108,7 @@ class _Run:
         self.plan, self.d, self.run_dir, self.quiet = plan, d, run_dir, quiet
         self.t = plan.train
         self.accum = self.t.accumulation(d.world_size)
+        self.weight_decay = self.t.weight_decay_schedule()
         self.ckpt_dir = run_dir / "checkpoints"
         self.sig = ckpt.signature(plan)
         torch.manual_seed(plan.seed)  # the same initial weights on every rank
@@ -221,7 +222,7 @@ class _Run:
     def _step(self, step: int, batches) -> dict[str, Any]:
         t0 = time.perf_counter()
         progress = step / max(1, self.t.steps - 1)
-        set_weight_decay(self.opt, self.t.weight_decay_schedule()(progress))
+        set_weight_decay(self.opt, self.weight_decay(progress))
         sums: dict[str, float] = {}
         wait, points = 0.0, 0
         ctx = None
