@@ -223,7 +223,7 @@ class _Run:
         t0 = time.perf_counter()
         progress = step / max(1, self.t.steps - 1)
         set_weight_decay(self.opt, self.weight_decay(progress))
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}  # floats and 0-d device tensors
         wait, points = 0.0, 0
         ctx = None
         for micro in range(self.accum):
@@ -274,7 +274,8 @@ class _Run:
         gen = torch.Generator(self.d.device).manual_seed(seed + 1)
         return StepContext(step, self.t.steps, gen, self.d.device, self.d.rank, self.d.world_size)
 
-    def _record(self, step: int, sums: dict[str, float], norm, wait: float, points: int, seconds: float) -> dict:
+    def _record(self, step: int, sums: dict[str, Any], norm, wait: float, points: int, seconds: float) -> dict:
+        sums = _to_floats(sums)
         record: dict[str, Any] = {"step": step, **sums}
         if self.d.world_size > 1:  # losses averaged over ranks (diagnostics stay rank 0's)
             keys = ["loss", *sorted(k for k in sums if k.startswith("loss/"))]
@@ -322,7 +323,7 @@ class _Run:
         return TrainResult(self.run_dir, end, first, last, path, self.skipped)
 
 
-def _accumulate(sums: dict[str, float], total, losses: dict, metrics: dict, share: float) -> None:
+def _accumulate(sums: dict[str, Any], total, losses: dict, metrics: dict, share: float) -> None:
     """Average over micro-batches: the total, each weighted term (``loss/NODE``), each node's diagnostics."""
     items: dict[str, Any] = {}
     if total is not None:
@@ -333,9 +334,17 @@ def _accumulate(sums: dict[str, float], total, losses: dict, metrics: dict, shar
         for k, v in loss.terms.items():
             items[f"{name}/{k}"] = v
     items.update(metrics)
-    for k, v in items.items():
-        value = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+    for k, v in items.items():  # tensors stay on the device: read once per step, in ``_to_floats``
+        value = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
         sums[k] = sums.get(k, 0.0) + value * share
+
+
+def _to_floats(sums: dict[str, Any]) -> dict[str, float]:
+    """The step's sums as Python floats, with one device-to-host copy for all tensor-valued ones."""
+    keys = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
+    read = torch.stack([sums[k].reshape(()) for k in keys]).tolist() if keys else []
+    values = dict(zip(keys, read, strict=True))
+    return {k: values[k] if k in values else float(v) for k, v in sums.items()}  # the order the step logged them
 
 
 def _check_finite(total: torch.Tensor, losses: dict, step: int) -> None:
