@@ -59,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", default="student", help="the backbone node to export (default: student)")
     p.set_defaults(run=cmd_export)
 
+    p = sub.add_parser("eval", help="train an evaluation graph's probe on a pre-trained backbone; write the report")
+    p.add_argument("graph", type=Path, metavar="GRAPH")
+    p.add_argument("--checkpoint", type=Path, default=None, help="pre-trained backbone: checkpoint, run dir or .pth")
+    p.add_argument("--node", default=None, help="the checkpoint's backbone node (default: its trainable one)")
+    p.add_argument("--into", default=None, help="the graph's backbone node (default: its only PointTransformerV3)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/eval/NAME-PRESET-CHECKPOINT)")
+    p.add_argument("--resume", action="store_true", help="continue the probe's training from its last checkpoint")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _overrides(p)
+    p.set_defaults(run=cmd_eval)
+
     p = sub.add_parser("nodes", help="list node types, or show one's ports and parameters")
     p.add_argument("name", nargs="?", help="a node type, e.g. GridSample")
     p.set_defaults(run=cmd_nodes)
@@ -237,6 +249,34 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {args.out} (node {args.node!r} of {path}; Pointcept/Sonata names, docs/pointcept.md)")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pcdag.runtime.eval_job import evaluate_graph
+
+    try:
+        graph = _load(args.graph, args.overrides, args.preset)
+        job = evaluate_graph(
+            graph, args.checkpoint, args.out, args.node, args.into, args.resume, args.device, args.quiet
+        )
+    except GraphError as exc:
+        _report(exc.problems)
+        return 1
+    except (OSError, ValueError, KeyError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(_headline(job.metrics))
+    return 0
+
+
+def _headline(metrics: dict) -> str:
+    """One line per evaluator: its headline numbers."""
+    lines = []
+    for name, values in metrics.get("evaluators", {}).items():
+        shown = {k: v for k, v in values.items() if k in ("miou", "macc", "all_acc", "ap", "ap50", "ap25")}
+        text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+        lines.append(f"{name}: {text}")
+    return "\n".join(lines)
 
 
 def _write_stats(store: Path) -> None:

@@ -121,9 +121,7 @@ def device_program(
                 "connect a loss node (e.g. ClusteringLoss) to the device stage",
             )
         )
-    trainable = tuple(
-        n for n in names if bound[n].cls.trainable and any(o.type == MODEL for o in bound[n].cls.outputs.values())
-    )
+    trainable = tuple(n for n in names if _trains(bound[n]))
     if losses and not trainable:
         problems.append(Problem("no-loss", "no device node owns trainable weights", names[0]))
     entries = {(e.src, e.src_port) for e in edges if e.dst in names and bound[e.src].placement == Placement.LOADER}
@@ -139,6 +137,24 @@ def device_program(
         Step(n, bound[n].node, tuple((e.dst_port, e.src, e.src_port) for e in edges if e.dst == n)) for n in names
     )
     return DeviceProgram(next(iter(entries), None), steps, losses, trainable), []
+
+
+def cull(program: DeviceProgram, targets: set[str]) -> tuple[Step, ...]:
+    """The steps of ``program`` that ``targets`` (node names) depend on, in order: what an evaluation runs."""
+    unknown = targets - set(program.nodes)
+    if unknown:
+        raise ValueError(f"no device node(s) {', '.join(sorted(unknown))} in the training step")
+    needed = set(targets)
+    for step in reversed(program.steps):  # steps are in topological order: one backward sweep suffices
+        if step.name in needed:
+            needed.update(src for _, src, _ in step.inputs if src in program.nodes)
+    return tuple(s for s in program.steps if s.name in needed)
+
+
+def _trains(b: Bound) -> bool:
+    """Whether a device node owns weights the optimiser updates (the instance decides: a backbone may be frozen)."""
+    owner = b.cls.owns_module or any(o.type == MODEL for o in b.cls.outputs.values())
+    return owner and bool(b.node.trainable if b.node is not None else b.cls.trainable)
 
 
 def describe_batching(settings: TrainSettings, world_sizes: tuple[int, ...] = (1, 2, 4, 8)) -> list[str]:

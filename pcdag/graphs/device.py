@@ -69,7 +69,8 @@ class DeviceNode(Node):
 
     role = "device"
     placements = (Placement.DEVICE,)
-    trainable: ClassVar[bool] = True
+    trainable: ClassVar[bool] = True  # a node may make it a property of its parameters (a frozen backbone)
+    owns_module: ClassVar[bool] = False  # True: builds a module without exposing it on a Model port (a classifier)
 
     def build(self, inputs: Mapping[str, torch.nn.Module]) -> torch.nn.Module | None:
         return None

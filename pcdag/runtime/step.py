@@ -53,19 +53,25 @@ class StepModule(torch.nn.Module):
 
     def forward(self, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, LossValue]]:
         """``(Σ weight·value, {loss node: LossValue})`` for one micro-batch."""
+        values = self.compute(batch, ctx, self.program.steps)
+        losses = {name: values[(name, port)] for name, port in self.loss_ports.items()}
+        total = sum(loss.weight * loss.value.float() for loss in losses.values())
+        return total, losses
+
+    def compute(self, batch: Any, ctx: StepContext, steps: tuple[Step, ...]) -> dict[tuple[str, str], Any]:
+        """Evaluate ``steps`` (all of the program, or a culled part: ``pcdag.compiler.training.cull``) on ``batch``:
+        every output value, keyed by (node, port). Evaluation calls it under ``torch.no_grad`` in eval mode."""
         values: dict[tuple[str, str], Any] = {}
         if self.program.entry is not None:
             values[self.program.entry] = batch
-        for step in self.program.steps:
+        for step in steps:
             kwargs = {port: values[(src, src_port)] for port, src, src_port in step.inputs}
             before = set(ctx.metrics)
             out = step.node.forward(ctx, self._module(step.name), **kwargs)
             _prefix_new(ctx.metrics, before, step.name)
             for port, value in out.items():
                 values[(step.name, port)] = value
-        losses = {name: values[(name, port)] for name, port in self.loss_ports.items()}
-        total = sum(loss.weight * loss.value.float() for loss in losses.values())
-        return total, losses
+        return values
 
     @torch.no_grad()
     def after_step(self, ctx: StepContext) -> None:

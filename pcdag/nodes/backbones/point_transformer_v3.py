@@ -80,6 +80,11 @@ class PointTransformerV3(DeviceNode):
         weights: str | None = param(
             None, _optional(of_type(str)), doc="initial weights: a Pointcept/Sonata checkpoint or `pcdag export` file"
         )
+        frozen: bool = param(False, one_of(False, True), doc="keep the weights fixed (linear probing)")
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        return not self.params.frozen
 
     def __post_init__(self) -> None:
         p = self.params
@@ -125,7 +130,8 @@ class PointTransformerV3(DeviceNode):
         out = f"{cfg.out_channels} channels at " + (where if cfg.mode == "encoder" else "the input points")
         if not hasattr(self, "_n_parameters"):
             self._n_parameters = count_parameters(cfg)  # a meta-device build: no memory, ~0.1 s for Base
-        notes = [f"{self._n_parameters / 1e6:.1f}M parameters ({self.params.preset}, {cfg.mode}); {out}"]
+        frozen = ", frozen" if self.params.frozen else ""
+        notes = [f"{self._n_parameters / 1e6:.1f}M parameters ({self.params.preset}, {cfg.mode}{frozen}); {out}"]
         if self.params.weights is not None:
             notes.append(f"initial weights from {self.params.weights} (Pointcept/Sonata names mapped)")
         return notes

@@ -31,6 +31,7 @@ from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
+from pcdag.nodes.heads.width import input_width
 
 _MAGNITUDE_KEYS = ("prototype.parametrizations.weight.original0", "prototype.weight_g")
 _DIRECTION_KEYS = ("prototype.parametrizations.weight.original1", "prototype.weight_v")
@@ -95,25 +96,9 @@ class ClusteringHead(DeviceNode):
 
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
         p = self.params
-        return ClusteringHeadModule(self._in_channels(inputs), p.hidden, p.embed, p.prototypes)
-
-    def _in_channels(self, inputs: Mapping[str, nn.Module]) -> int:
-        backbone = inputs.get("backbone")
-        width = getattr(backbone, "out_channels", None) if backbone is not None else None
-        if backbone is not None and not isinstance(width, int):
-            raise ValueError(
-                f"{self.type_name()}: the module on port 'backbone' ({type(backbone).__name__}) has no integer "
-                "out_channels; set the parameter in_channels"
-            )
-        given = self.params.in_channels
-        if given == 0 and width is None:
-            raise ValueError(f"{self.type_name()}: in_channels is 0 and no module is connected to port 'backbone'")
-        if given and width is not None and given != width:
-            raise ValueError(
-                f"{self.type_name()}: in_channels = {given} but the backbone on port 'backbone' gives {width} "
-                "channels; set in_channels to 0 (use the backbone's) or to the same width"
-            )
-        return given or width  # type: ignore[return-value]
+        return ClusteringHeadModule(
+            input_width(self.type_name(), p.in_channels, inputs), p.hidden, p.embed, p.prototypes
+        )
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
         return {"model": module}

@@ -17,12 +17,13 @@ import numpy as np
 from pcdag.graphs.batch import ViewSample
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import FieldEffect, In, Node, Out, effect
-from pcdag.graphs.params import ParamError, in_range, integer, pair, param
+from pcdag.graphs.params import ParamError, in_range, integer, pair, param, subset_of
 from pcdag.graphs.ports import MULTI_VIEW_BATCH, POINT_CLOUD, Placement
 from pcdag.graphs.registry import register
 from pcdag.nodes.augment.scale import positive_pair
 from pcdag.nodes.views.colour import ChromaticTranslation, ColourJitter, colour_transform
 from pcdag.nodes.views.elastic import elastic_passes
+from pcdag.nodes.views.eval_view import eval_sample
 from pcdag.nodes.views.view_transform import ViewGeometry, plan_crops, transform_view
 
 PROB = in_range(0.0, 1.0)
@@ -94,6 +95,7 @@ class MultiViewGenerator(Node):
         elastic_passes: list = param(
             [[0.2, 0.4], [0.8, 1.6]], elastic_passes(), unit="m", doc="[[granularity, magnitude], ...] in order"
         )
+        labels: list = param([], subset_of("segment", "instance"), doc="per-point labels each view carries")
 
     def __post_init__(self) -> None:
         p = self.params
@@ -112,7 +114,7 @@ class MultiViewGenerator(Node):
         )  # fmt: skip
 
     def fields(self) -> FieldEffect:
-        return effect(reads=["coord", "color", "normal"], optional_reads=["origin_coord"])
+        return effect(reads=["coord", "color", "normal", *self.params.labels], optional_reads=["origin_coord"])
 
     def plan_notes(self) -> list[str]:
         p = self.params
@@ -167,12 +169,17 @@ class MultiViewGenerator(Node):
                     "coord": np.ascontiguousarray(feat[:, :3]),
                     "origin_coord": origin.take(rows, 0).astype(np.float32, copy=False),
                     "feat": np.ascontiguousarray(feat),
+                    **{name: cloud[name].take(rows).astype(np.int64) for name in p.labels},
                 }
             )
         scene = str(cloud.meta.get("scene", "?"))
         return ViewSample(
             scene, views[: p.n_global], views[p.n_global :], {"centres": plan.centre, "n_points": len(xyz.T)}
         )
+
+    def eval_sample(self, cloud: PointCloud) -> ViewSample:
+        """The un-augmented whole-scene view evaluation uses (``eval_view``), with this node's ``labels``."""
+        return eval_sample(cloud, self.params.labels)
 
 
 def plot_views(sample: ViewSample, path: str | Path, max_points: int = 20_000) -> Path:
