@@ -1,0 +1,1 @@
+"""Evaluator nodes: metrics, reports and pictures of trained models."""
