@@ -7,13 +7,13 @@ Property names: ``x y z`` → coord, ``red green blue`` → color, ``nx ny nz`` 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from plyfile import PlyData, PlyElement, PlyParseError
+
+from pcdag.runtime.atomic import atomic_write_with
 
 SPLITS = ("train", "val", "test")
 PROPERTIES = {
@@ -124,12 +124,4 @@ def write_ply(path: Path, cloud: Mapping[str, np.ndarray]) -> None:
     for name, a in cols:
         vertex[name] = a
     ply = PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            ply.write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, ply.write)

@@ -60,8 +60,8 @@ class PointCloud:
         return name in self._live or name in self._base
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._live
-        yield from self._base
+        # a snapshot of the names: reading a field while iterating moves it from ``_base`` to ``_live``
+        yield from [*self._live, *self._base]
 
     def __len__(self) -> int:
         if "coord" in self._live:
