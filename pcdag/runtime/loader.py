@@ -48,6 +48,7 @@ class StoreDataset(Dataset):
         seed: int = 0,
         loops: int = 1,
         skip_bad: bool = False,
+        scenes: Iterable[str] | None = None,
     ) -> None:
         self.store = store if isinstance(store, SceneStore) else SceneStore(store)
         self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
@@ -55,6 +56,15 @@ class StoreDataset(Dataset):
             raise ValueError(f"loops = {loops!r} must be a whole number ≥ 1")
         stale = self.store.stale()  # left by older runs with other parameters or sources: not this plan's data
         self.entries = [e for e in self.store.entries(self.splits) if e.id not in stale]
+        if scenes is not None:  # a data-efficient subset: every listed scene must be there
+            wanted = set(scenes)
+            missing = sorted(wanted - {e.id for e in self.entries})
+            if missing:
+                raise ValueError(
+                    f"store {self.store.path} has no scene(s) {', '.join(missing[:5])} of split(s) "
+                    f"{', '.join(self.splits)} that the scene list names; was the list made from this store?"
+                )
+            self.entries = [e for e in self.entries if e.id in wanted]
         if not self.entries:
             have = sorted({e.split for e in self.store.entries()})
             raise ValueError(
@@ -193,6 +203,9 @@ def dataset_from_plan(plan: Any, loops: int = 1, skip_bad: bool = False) -> Stor
                 f"store {store.path} {state} (stage key {made_by}, graph {plan.graph.name!r} expects "
                 f"{plan.keys[name]}): run `pcdag preprocess` on this graph first"
             )
-    return StoreDataset(
-        store.path, store.splits, plan.loader, store.fields, seed=plan.seed, loops=loops, skip_bad=skip_bad
-    )
+    subset = None
+    if store.scenes is not None:
+        from pcdag.datasets.efficient import read_scene_list
+
+        subset = read_scene_list(store.scenes)
+    return StoreDataset(store.path, store.splits, plan.loader, store.fields, plan.seed, loops, skip_bad, scenes=subset)

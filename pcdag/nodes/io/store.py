@@ -21,7 +21,8 @@ class Store(Node):
 
     With ``cloud`` connected the offline stage writes the store (``pcdag preprocess``); unconnected, the node
     reads an existing store. ``splits`` chooses the scenes the loader reads; ``fields`` the fields it loads
-    (all by default). Layout and manifest: ``pcdag/runtime/store.py``.
+    (all by default); ``scenes`` a scene-list file of a data-efficient protocol (``pcdag splits``), of which only
+    the listed scenes are read. Layout and manifest: ``pcdag/runtime/store.py``.
     """
 
     role = "io"
@@ -38,6 +39,9 @@ class Store(Node):
         splits: list = param(["train"], subset_of(*SPLITS), doc="splits the loader reads", cache=False)
         fields: list | None = param(
             None, of_type(list, type(None)), doc="fields the loader reads (default all)", cache=False
+        )
+        scenes: str | None = param(
+            None, of_type(str, type(None)), doc="a scene list (`pcdag splits`): read only those scenes"
         )
 
     def data_splits(self) -> tuple[str, ...]:
