@@ -71,6 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     _overrides(p)
     p.set_defaults(run=cmd_eval)
 
+    p = sub.add_parser("splits", help="write data-efficient split files: limited scenes and limited annotations")
+    p.add_argument("store", type=Path, help="the store whose training scenes are split")
+    p.add_argument("--out", type=Path, default=Path("splits"), help="directory for the files (default splits/)")
+    p.add_argument("--scenes", default="1,5,10,20", help="percent of training rooms, comma-separated")
+    p.add_argument("--points", default="20,50,100,200", help="labelled points per scene, comma-separated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train", help="the split to draw from (default train)")
+    p.set_defaults(run=cmd_splits)
+
+    p = sub.add_parser("extract", help="per-point backbone features of a point cloud file, tiled for large scenes")
+    from pcdag.runtime.extract import add_arguments as add_extract_arguments
+
+    add_extract_arguments(p)
+    p.set_defaults(run=cmd_extract)
+
     p = sub.add_parser("nodes", help="list node types, or show one's ports and parameters")
     p.add_argument("name", nargs="?", help="a node type, e.g. GridSample")
     p.set_defaults(run=cmd_nodes)
@@ -267,6 +282,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 1
     print(_headline(job.metrics))
     return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    from pcdag.datasets.efficient import make_splits, summary
+
+    try:
+        fractions = [float(x) / 100 for x in args.scenes.split(",") if x.strip()]
+        points = [int(x) for x in args.points.split(",") if x.strip()]
+        paths = make_splits(args.store, args.out, fractions, points, args.seed, args.split)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary(paths))
+    print("use a scene list with --set store.scenes=FILE, a point budget with a LimitAnnotations node (file: FILE)")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from pcdag.runtime.extract import run
+
+    try:
+        return run(args)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _headline(metrics: dict) -> str:

@@ -23,3 +23,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data not found at {SHARED_DATA}: clone the repo with shared/ beside it")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def scannet_eval_store(tmp_path_factory, shared_data: Path) -> Path:
+    """Two train and two val scans of real ScanNet (different rooms) with normals, by the shipped scannet graph."""
+    from pcdag.cli import main
+
+    root = tmp_path_factory.mktemp("eval-scans")
+    for split, scenes in (("train", ("scene0000_00", "scene0001_00")), ("val", ("scene0006_00", "scene0007_00"))):
+        (root / split).mkdir()
+        for scene in scenes:
+            (root / split / scene).symlink_to(shared_data / "scannet-mini" / split / scene)
+    out = root / "store"
+    args = ["preprocess", str(REPO / "graphs" / "scannet.yaml"), "--quiet", "--no-stats"]
+    args += ["--set", f"scans.root={root}", "--set", f"store.path={out}"]
+    if main(args) != 0:
+        pytest.fail("preprocessing the evaluation store failed")
+    return out

@@ -3,7 +3,9 @@ a OneCycle learning-rate (and β1) schedule, and a weight-decay schedule.
 
 Layer-wise decay: a module may say which layer each parameter belongs to (``layer_ids()``, e.g. the 24 encoder
 blocks of PTv3); a parameter of layer ``i`` of ``n`` gets ``lr · decay^(n − 1 − i)`` (the last block the base
-rate), every other parameter (stem, pooling, heads) the base rate. Parameters with equal factors share a group.
+rate), every other parameter (stem, pooling, heads) the base rate. A module may also scale the rate of some
+parameters (``lr_scales()``, e.g. fine-tuning's 10x lower rate for a backbone's blocks). Parameters with equal
+factors share a group.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ def param_groups(modules: dict[str, torch.nn.Module], settings: TrainSettings) -
     groups: dict[float, dict] = {}
     for node, module in modules.items():
         layers = module.layer_ids() if hasattr(module, "layer_ids") else {}
+        scales = module.lr_scales() if hasattr(module, "lr_scales") else {}
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
@@ -25,6 +28,7 @@ def param_groups(modules: dict[str, torch.nn.Module], settings: TrainSettings) -
             if name in layers:
                 i, n = layers[name]
                 scale = settings.layer_decay ** (n - 1 - i)
+            scale *= scales.get(name, 1.0)
             g = groups.setdefault(scale, {"params": [], "names": [], "lr_scale": scale})
             g["params"].append(p)
             g["names"].append(f"{node}.{name}")

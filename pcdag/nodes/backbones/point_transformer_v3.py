@@ -81,6 +81,9 @@ class PointTransformerV3(DeviceNode):
             None, _optional(of_type(str)), doc="initial weights: a Pointcept/Sonata checkpoint or `pcdag export` file"
         )
         frozen: bool = param(False, one_of(False, True), doc="keep the weights fixed (linear probing)")
+        block_lr_scale: float = param(
+            1.0, in_range(0.0, 1.0, lo_open=True), doc="learning-rate factor of the attention blocks (fine-tuning: 0.1)"
+        )
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
@@ -115,6 +118,7 @@ class PointTransformerV3(DeviceNode):
 
     def build(self, inputs: Any) -> torch.nn.Module:
         module = PointTransformerV3Module(self.config)
+        module.block_lr_scale = self.params.block_lr_scale
         if self.params.weights is not None:
             import_backbone(module, self.params.weights)
         return module

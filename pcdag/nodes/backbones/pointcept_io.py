@@ -137,7 +137,8 @@ def export_backbone(module: PointTransformerV3Module, path: str | Path) -> None:
 
 def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: str | None = None) -> None:
     """Load a Pointcept / Sonata checkpoint into ``module``; refuses (``ValueError``) unless every parameter of
-    ``module`` is present with its shape and nothing else is left over."""
+    ``module`` is present with its shape and nothing else is left over. One exception: an encoder-decoder module
+    (fine-tuning) takes an encoder-only checkpoint (pre-training) and keeps its freshly initialised decoder."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -151,12 +152,16 @@ def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: 
         raise ValueError(f"{path}: {exc}") from None
     unknown = sorted(k for k in theirs if _match(k, _FROM_POINTCEPT) is None)
     ours = {_match(k, _FROM_POINTCEPT): v for k, v in theirs.items() if k not in unknown}
-    problems = _compare(module.state_dict(), ours)
+    expected = module.state_dict()
+    fresh_decoder = module.config.mode == "encoder-decoder" and not any(k.startswith("decoder.") for k in ours)
+    if fresh_decoder:
+        expected = {k: v for k, v in expected.items() if not k.startswith("decoder.")}
+    problems = _compare(expected, ours)
     if unknown:
         problems.append(f"no pcdag equivalent for {_listing(unknown)}")
     if problems:
         raise ValueError(f"{path} does not fit this PointTransformerV3 ({module.config.mode}): " + "; ".join(problems))
-    module.load_state_dict(ours)
+    module.load_state_dict(ours, strict=not fresh_decoder)
 
 
 def _listing(names: list[str]) -> str:

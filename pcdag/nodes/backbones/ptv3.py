@@ -263,6 +263,15 @@ class PointTransformerV3Module(nn.Module):
                 layer += 1
         return ids
 
+    block_lr_scale: float = 1.0  # set by the node: learning-rate factor of every attention block
+
+    def lr_scales(self) -> dict[str, float]:
+        """``{parameter name: lr factor}``: ``block_lr_scale`` for the parameters of every encoder/decoder block
+        (spec E's fine-tuning: blocks at 2e-4 when the rest is at 2e-3)."""
+        if self.block_lr_scale == 1.0:
+            return {}
+        return {name: self.block_lr_scale for name, _ in self.named_parameters() if ".blocks." in name}
+
 
 def _init_weights(module: nn.Module) -> None:
     """The reference's init: linear and conv weights trunc-normal(0.02), biases 0; LayerNorm (1, 0)."""

@@ -22,7 +22,9 @@ def lovasz_softmax(
     if classes not in ("present", "all"):
         raise ValueError(f"classes = {classes!r}; use 'present' or 'all'")
     keep = labels != ignore_index
-    probs, labels = probs[keep].float(), labels[keep]  # [n, C], [n]
+    probs, labels = probs[keep], labels[keep]  # [n, C], [n]
+    if probs.dtype in (torch.float16, torch.bfloat16):
+        probs = probs.float()  # sorting and cumulative sums in at least single precision
     if probs.shape[0] == 0:
         return probs.sum() * 0.0  # no labelled point: zero, still attached to the graph
     fg = torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype)  # [n, C]

@@ -54,10 +54,11 @@ class SegmentationLoss(DeviceNode):
         logits = point_logits(inputs["logits"]).float()  # [N, classes]
         labels = self._labels(batch, logits.shape[1])  # [N]
         p = self.params
-        ce = F.cross_entropy(logits, labels, ignore_index=p.ignore_index)
+        labelled = labels != p.ignore_index  # [N]; with a point budget a view may hold no labelled point at all
+        count = labelled.sum().clamp(min=1)  # a mean over no point is 0, not NaN (and no host sync)
+        ce = F.cross_entropy(logits, labels, ignore_index=p.ignore_index, reduction="sum") / count
         lovasz = lovasz_softmax(logits.softmax(dim=1), labels, p.ignore_index)
-        labelled = labels != p.ignore_index
-        accuracy = (logits.argmax(dim=1) == labels)[labelled].float().mean()
+        accuracy = ((logits.argmax(dim=1) == labels) & labelled).sum() / count
         value = p.ce_weight * ce + p.lovasz_weight * lovasz
         return {"loss": LossValue(value, p.weight, {"ce": ce.detach(), "lovasz": lovasz.detach(), "acc": accuracy})}
 
