@@ -10,7 +10,8 @@ nodes those ports need and hands the evaluator an ``EvalContext``:
 
 and it returns an ``EvalResult``: numbers (JSON), a markdown section for the report, the pictures it wrote. Test-
 time views come from the loader node feeding the training step (``eval_sample``), so an evaluation sees the same
-features as training did, without the augmentations. Nothing here knows any method or metric.
+features as training did, without the augmentations; an ``eval_sample`` may only translate the points (evaluators
+add predicted offsets to the scene's own coordinates). Nothing here knows any method or metric.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class EvalContext:
     split: str
     scenes: Callable[[], Iterator[tuple[str, PointCloud]]]
     predict: Callable[[ViewSample], dict[str, Any]]  # input port -> value (Encoded), tensors on the device
-    make_sample: Callable[[PointCloud], ViewSample]  # the training loader node's un-augmented view
+    make_sample: Callable[[PointCloud], ViewSample]  # the loader node's un-augmented view: only translated
     device: Any = None
     quiet: bool = False
     notes: list[str] = attrs.field(factory=list)  # problems met (skipped scenes), listed in the report

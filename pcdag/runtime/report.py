@@ -20,7 +20,7 @@ def _training_summary(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
     if not records:
         return ["No training metrics were logged."], {}
     first, last = records[0], records[-1]
-    keys = [k for k in last if k == "loss" or k.endswith(("/ce", "/lovasz", "/acc"))]
+    keys = [k for k in last if k == "loss" or (k.startswith("loss/") and not k.endswith("/weight"))]
     rows = [f"| {k} | {first.get(k, float('nan')):.4g} | {last[k]:.4g} |" for k in keys]
     lines = [
         f"{len(records)} logged steps (step {first['step']} → {last['step']}).",
