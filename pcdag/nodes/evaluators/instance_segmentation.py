@@ -140,7 +140,8 @@ class InstanceSegmentationEval(Evaluator):
             (f"proposals ({int(labels.max(initial=-1)) + 1})", instance_colours(labels, seed=1)),
             (f"ground-truth instances ({len(np.unique(gt[gt >= 0]))})", instance_colours(gt, seed=2)),
         ]
-        return render_scene(cloud["coord"], panels, ctx.out / f"scene-{scene}.png", title=f"scene {scene}")
+        path = ctx.out / f"scene-{scene.replace('/', '_')}.png"
+        return render_scene(cloud["coord"], panels, path, title=f"scene {scene}")
 
     def _markdown(self, ctx: EvalContext, result: dict, per: dict, n_scenes: int, pictures: list) -> str:
         p, rel = self.params, lambda path: path.relative_to(ctx.out.parent.parent).as_posix()

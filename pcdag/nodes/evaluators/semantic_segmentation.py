@@ -161,7 +161,8 @@ class SemanticSegmentationEval(Evaluator):
             ("prediction", colours[pred]),
             ("ground truth", colours[labels]),  # -1 (ignored) indexes the last colour: black
         ]
-        return render_scene(cloud["coord"], panels, ctx.out / f"scene-{scene}.png", title=f"scene {scene}")
+        path = ctx.out / f"scene-{scene.replace('/', '_')}.png"
+        return render_scene(cloud["coord"], panels, path, title=f"scene {scene}")
 
     def _markdown(self, ctx: EvalContext, scores, n_scenes: int, confusion, pictures) -> str:
         p, rel = self.params, lambda path: path.relative_to(ctx.out.parent.parent).as_posix()
