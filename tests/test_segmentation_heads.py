@@ -119,3 +119,26 @@ def test_a_view_without_labelled_points_gives_zero_loss_not_nan() -> None:
     loss = SegmentationLoss().forward(ctx, None, logits=_logits(logits), views=_batch([-1, -1, -1, -1]))["loss"]
     loss.value.backward()
     assert float(loss.value) == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_the_13_test_time_views_rotate_scale_and_flip_about_the_scene_centre() -> None:
+    from pcdag.graphs.cloud import PointCloud
+    from pcdag.nodes.evaluators.semantic_segmentation import moved, test_time_passes
+
+    rng = np.random.default_rng(0)
+    coord = rng.uniform(-2, 3, (50, 3)).astype(np.float32)
+    normal = rng.normal(size=(50, 3)).astype(np.float32)
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    cloud = PointCloud({"coord": coord, "normal": normal})
+    passes = test_time_passes(13)
+    assert len(passes) == 13 and len(set(passes)) == 13 and test_time_passes(1) == [(0.0, 1.0, False)]
+    centre = (coord.min(0) + coord.max(0)) / 2
+    d0 = np.linalg.norm(coord[:, None] - coord[None], axis=-1)
+    for angle, scale, flip in passes:
+        out = moved(cloud, angle, scale, flip)
+        d = np.linalg.norm(out["coord"][:, None] - out["coord"][None], axis=-1)
+        np.testing.assert_allclose(d, d0 * scale, atol=1e-4)  # a similarity: distances scale by `scale`
+        np.testing.assert_allclose(out["coord"][:, 2], (coord[:, 2] - centre[2]) * scale + centre[2], atol=1e-4)
+        np.testing.assert_allclose(np.linalg.norm(out["normal"], axis=1), 1.0, atol=1e-5)  # normals turned, not scaled
+    flipped = moved(cloud, 0.0, 1.0, True)
+    np.testing.assert_allclose(flipped["coord"][:, :2], 2 * centre[:2] - coord[:, :2], atol=1e-4)
