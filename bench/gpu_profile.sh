@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Issue 6 measurements on one GPU (nvidia-h200): backbone step Base/Large (spconv, and Base with the torch sparse
+# convolution), with an operator profile of Base, then the full LAM3C step at 2 and 4 scenes per GPU. Carries
+# .devbundle (../shared/device/make-bundle.sh .devbundle plyfile) and .devdata/store (5 preprocessed scannet-mini
+# scans). Writes one JSON line per measurement to $OUT/bench.jsonl and the profile to $OUT/profile.txt.
+set -uo pipefail
+mkdir -p /tmp/site && tar xJf .devbundle/site.tar.xz -C /tmp/site
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+b() { timeout "$1" "${@:2}" 2>>"$OUT/errors.txt" | tee -a "$OUT/bench.jsonl"; }
+python3 bench/backbone_step.py --preset base --backend spconv --profile > "$OUT/profile.txt" 2>>"$OUT/errors.txt"
+head -1 "$OUT/profile.txt" | tee -a "$OUT/bench.jsonl"
+b 120 python3 bench/backbone_step.py --preset large --backend spconv
+b 120 python3 bench/backbone_step.py --preset base --backend torch
+b 150 python3 bench/lam3c_step.py --preset base --scenes 2 --backend spconv --store .devdata/store
+b 150 python3 bench/lam3c_step.py --preset base --scenes 4 --backend spconv --store .devdata/store
+tail -5 "$OUT/errors.txt"
