@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--profile", action="store_true", help="profile forward + backward of one batch instead")
     args = ap.parse_args()
     import torch
 
@@ -54,6 +55,9 @@ def main() -> None:
         values[key] = yaml.safe_load(raw)
     graph = apply_overrides(apply_preset(load_graph(Path("graphs/lam3c.yaml")), args.preset), values)
     plan = compile_graph(graph)
+    if args.profile:
+        profile_step(plan, args.scenes)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         train(plan, out=tmp, quiet=True)
         records = read_metrics(Path(tmp) / "metrics.jsonl")[3:]
@@ -75,6 +79,42 @@ def main() -> None:
             }
         )
     )
+
+
+def profile_step(plan, scenes: int) -> None:
+    """Forward + backward of the step module on one batch under the torch profiler: the operators and the graph
+    nodes (``node:NAME`` rows) with the most device time, and with the most host time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from pcdag.graphs.device import StepContext
+    from pcdag.runtime.loader import collate_batch, dataset_from_plan
+    from pcdag.runtime.step import StepModule
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module = StepModule(plan.device).to(device).train()
+    data = dataset_from_plan(plan)
+    batch = collate_batch([data[(0, i % len(data))] for i in range(scenes)]).to(device)
+    cuda = device.type == "cuda"
+
+    def once(step: int) -> None:
+        ctx = StepContext(step, 100, torch.Generator(device).manual_seed(step), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            total, _ = module(batch, ctx)
+        total.backward()
+        module.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+
+    for step in range(3):
+        once(step)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for step in range(3, 5):
+            once(step)
+    table = prof.key_averages()
+    for key in (["self_cuda_time_total"] if cuda else []) + ["cpu_time_total"]:
+        print(table.table(sort_by=key, row_limit=30, max_name_column_width=50))
 
 
 if __name__ == "__main__":

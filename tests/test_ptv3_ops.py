@@ -353,3 +353,45 @@ def test_cpu_only_spconv_wheel_is_wrong_on_dense_neighbourhoods() -> None:
     feat = torch.randn(len(grid), 4)
     with torch.no_grad():
         torch.testing.assert_close(ours(feat, grid, batch), theirs.train()(feat, grid, batch), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("counts", [[300, 200], [20, 7]])  # long samples: no mask (flash); short: a key mask
+def test_attention_backends_chosen_for_speed_give_the_math_backends_result_and_gradients(counts) -> None:
+    """The optimised path (SDPA without cuDNN) and the plain one (the math backend) agree on outputs and grads."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from pcdag.nodes.backbones.attention import PatchAttention, patch_plan
+
+    torch.manual_seed(0)
+    n = sum(counts)
+    attn = PatchAttention(32, 4)
+    feat = torch.randn(n, 32, requires_grad=True)
+    order = torch.randperm(n)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n)
+    offset = torch.cumsum(torch.tensor(counts), 0)
+    plan = patch_plan(offset, counts, 64)
+    results = []
+    for plain in (False, True):
+        with sdpa_kernel([SDPBackend.MATH]) if plain else torch.enable_grad():
+            out = attn(feat, order, inverse, plan)
+        (grad,) = torch.autograd.grad(out.square().sum(), feat)
+        results.append((out.detach(), grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-5)
+
+
+def test_spconv_runs_its_training_path_in_eval_mode_with_the_same_result(spconv) -> None:
+    """A teacher (eval mode) gets spconv's training path, which computes what its eval path would."""
+    grid = torch.tensor([[0, 0, 0], [0, 0, 2], [0, 2, 0], [2, 0, 0], [4, 4, 4]], dtype=torch.int64)
+    batch = torch.zeros(5, dtype=torch.int64)
+    conv = SubMConv3d(4, 6, backend="spconv", bias=True)
+    feat = torch.randn(5, 4)
+    with torch.no_grad():
+        trained = conv.train()(feat, grid, batch, {})
+        evaluated = conv.eval()(feat, grid, batch, {})
+        torch_backend = SubMConv3d(4, 6, backend="torch", bias=True)
+        torch_backend.load_state_dict(conv.state_dict())
+        reference = torch_backend(feat, grid, batch, {})
+    torch.testing.assert_close(evaluated, trained)
+    torch.testing.assert_close(evaluated, reference, rtol=1e-4, atol=1e-5)

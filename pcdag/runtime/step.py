@@ -67,7 +67,8 @@ class StepModule(torch.nn.Module):
         for step in steps:
             kwargs = {port: values[(src, src_port)] for port, src, src_port in step.inputs}
             before = set(ctx.metrics)
-            out = step.node.forward(ctx, self._module(step.name), **kwargs)
+            with torch.profiler.record_function(f"node:{step.name}"):  # per-node rows in profiler traces
+                out = step.node.forward(ctx, self._module(step.name), **kwargs)
             _prefix_new(ctx.metrics, before, step.name)
             for port, value in out.items():
                 values[(step.name, port)] = value

@@ -180,7 +180,10 @@ class SubMConv3d(torch.nn.Module):
             )
         conv = self._spconv_module(feat.device)
         conv.weight, conv.bias = self.weight, self.bias  # the same Parameters: one set of weights, two backends
-        conv.train(self.training or feat.device.type == "cpu")  # spconv's CPU path takes no fused (eval) bias
+        # Always spconv's training path: its eval path (fused bias) takes no fused bias on CPU and, on CUDA, skips
+        # spconv's autocast cast to float16, running float32 SIMT kernels: 2.6 ms a call on an H200 (issue 6's
+        # profile), against tensor-core kernels on the training path. Both compute the same convolution.
+        conv.train(True)
         key = f"subm{self.kernel_size}:spconv"
         base = _cached(cache, key, feat.shape[0], lambda: _sparse_tensor(grid, batch))
         out = conv(base.replace_feature(feat.contiguous()))
