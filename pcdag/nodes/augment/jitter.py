@@ -12,8 +12,11 @@ from pcdag.graphs.registry import register
 
 
 def clipped_gaussian(shape: tuple[int, ...], sigma: float, clip: float, rng: np.random.Generator) -> np.ndarray:
-    """N(0, sigma^2) noise of ``shape``, each value clipped to [-clip, clip]. float64."""
-    return np.clip(rng.normal(0.0, sigma, size=shape), -clip, clip)
+    """N(0, sigma^2) noise of ``shape``, each value clipped to [-clip, clip]. float32 (drawn as float32: half the
+    time of float64 draws, and far finer than the millimetre noise it makes)."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    noise *= np.float32(sigma)
+    return np.clip(noise, -clip, clip, out=noise)
 
 
 @register
@@ -37,5 +40,5 @@ class RandomJitter(CloudTransform):
             return cloud
         coord = cloud["coord"]  # [N, 3]
         noise = clipped_gaussian(coord.shape, self.params.sigma, self.params.clip, rng)  # [N, 3]
-        cloud["coord"] = coord + noise.astype(np.float32)  # [N, 3] float32, a new array
+        cloud["coord"] = coord + noise  # [N, 3] float32, a new array
         return cloud

@@ -56,7 +56,8 @@ def _group_starts(sorted_key: np.ndarray) -> np.ndarray:
 
 def random_per_voxel(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Index of one uniformly random point per distinct key, ordered by key. ``[M]`` int64."""
-    order = np.argsort(key, kind="stable")  # [N] points grouped by voxel
+    order = np.argsort(key)  # [N] points grouped by voxel (any order within one: the draw below is uniform anyway;
+    # introsort is twice as fast as a stable sort here, and as deterministic)
     start = np.flatnonzero(_group_starts(key[order]))  # [M] first sorted position of each voxel
     count = np.diff(np.append(start, len(key)))  # [M] points per voxel
     return order[start + rng.integers(0, count)]  # [M] a uniform draw inside each voxel's run

@@ -55,7 +55,7 @@ def trilinear(field: np.ndarray, origin: np.ndarray, spacing: float, xyz: np.nda
     Node ``(i, j, k)`` sits at ``origin + (i, j, k) · spacing``; points outside the grid are clamped onto it.
     """
     dims = field.shape[1:]  # (gx, gy, gz)
-    pos = ((xyz - origin[:, None]) / spacing).astype(np.float32)  # [3, n] in node units
+    pos = ((xyz - origin.astype(xyz.dtype)[:, None]) / spacing).astype(np.float32, copy=False)  # [3, n] node units
     cell = np.floor(pos)  # [3, n] lower corner of the enclosing cell
     cell = np.clip(cell, 0, np.array(dims, dtype=np.float32)[:, None] - 2)
     upper = np.clip(pos - cell, 0, 1)  # [3, n] weights of the upper corner along each axis

@@ -109,19 +109,21 @@ def centre_shift(xyz: np.ndarray) -> np.ndarray:
 def transform_view(
     xyz: np.ndarray, normal: np.ndarray, geo: ViewGeometry, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one view: points ``xyz`` ``[3, n]`` and unit normals ``[3, n]`` -> new float32 ``[3, n]`` arrays."""
-    xyz = xyz.astype(np.float64)  # [3, n], a copy
-    xyz -= centre_shift(xyz)[:, None]
-    xyz *= rng.uniform(*geo.scale)
-    turn = np.eye(3)  # [3, 3] rotations and flips so far, applied to the normals at the end
+    """Augment one view: points ``xyz`` ``[3, n]`` and unit normals ``[3, n]`` -> new float32 ``[3, n]`` arrays.
+
+    The arithmetic is float32 after the centre shift (done in float64, where scene coordinates may be large):
+    view coordinates are metres from the view's centre, where float32 resolves micrometres."""
+    xyz = (xyz - centre_shift(xyz)[:, None]).astype(np.float32)  # [3, n], a new array
+    xyz *= np.float32(rng.uniform(*geo.scale))
+    turn = np.eye(3)  # [3, 3] rotations and flips so far (float64), applied to the normals at the end
     if rng.random() < geo.rotate_z_p:
         rot = rotation_matrix("z", rng.uniform(*geo.rotate_z_angle))  # [3, 3] about the origin
-        xyz, turn = rot @ xyz, rot @ turn
+        xyz, turn = rot.astype(np.float32) @ xyz, rot @ turn
     for axis in ("x", "y"):
         if rng.random() < geo.rotate_xy_p:
             rot = rotation_matrix(axis, rng.uniform(*geo.rotate_xy_angle))
-            centre = bbox_centre(xyz.T)[:, None]  # [3, 1] of the view as it is now
-            xyz, turn = rot @ (xyz - centre) + centre, rot @ turn
+            centre = bbox_centre(xyz.T).astype(np.float32)[:, None]  # [3, 1] of the view as it is now
+            xyz, turn = rot.astype(np.float32) @ (xyz - centre) + centre, rot @ turn
     for axis in ("x", "y"):
         if rng.random() < geo.flip_p:
             xyz[AXES[axis]] *= -1
@@ -129,4 +131,4 @@ def transform_view(
     xyz += clipped_gaussian(xyz.shape, geo.jitter_sigma, geo.jitter_clip, rng)
     if geo.elastic_passes and rng.random() < geo.elastic_p:
         xyz = elastic_distort(xyz, geo.elastic_passes, rng)
-    return xyz.astype(np.float32), (turn.astype(np.float32) @ normal).astype(np.float32, copy=False)
+    return xyz.astype(np.float32, copy=False), (turn.astype(np.float32) @ normal).astype(np.float32, copy=False)
