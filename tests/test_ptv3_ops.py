@@ -395,3 +395,37 @@ def test_spconv_runs_its_training_path_in_eval_mode_with_the_same_result(spconv)
         reference = torch_backend(feat, grid, batch, {})
     torch.testing.assert_close(evaluated, trained)
     torch.testing.assert_close(evaluated, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_backbone_reads_the_device_once_per_level_in_serialisation_and_pooling(monkeypatch) -> None:
+    """Range checks are host reads (GPU syncs): inside the backbone, serialisation reads once per level (its depth)
+    and pooling's segment reductions never; the public functions still check their inputs by default."""
+    import traceback
+    from pathlib import Path
+
+    from pcdag.graphs.batch import PointBatch
+    from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
+
+    reads: list[str] = []
+    for name in ("tolist", "item", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            frames = [Path(f.filename).name for f in traceback.extract_stack()[:-1]]
+            if frames and frames[-1] in ("serialization.py", "segment.py"):
+                reads.append(frames[-1])
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    torch.manual_seed(0)
+    model = PointTransformerV3Module(PTv3Config.preset("tiny", backend="torch")).eval()
+    coord = torch.rand(600, 3) * 2
+    points = PointBatch(coord, torch.randn(600, 9), torch.tensor([300, 600]))
+    with torch.no_grad():
+        model(points)
+    assert reads == ["serialization.py"] * 5  # depth_for at each of the 5 levels
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="index values must lie"):
+        segment_sum(torch.ones(3, 2), torch.tensor([0, 1, 5]), 2)  # the default still checks
+    with pytest.raises(ValueError, match=">= 0"):
+        encode(torch.tensor([[0, -1, 0]]), torch.zeros(1, dtype=torch.int64), "z", 4)

@@ -228,7 +228,7 @@ class PointTransformerV3Module(nn.Module):
             x = torch.where(points.mask.reshape(n, 1).bool(), self.mask_token.to(x.dtype), x)
         grid = points.grid_coord
         if grid is None:
-            low = -segment_max(-coord.detach().float(), batch, len(offset))  # [B, 3] per-sample minimum
+            low = -segment_max(-coord.detach().float(), batch, len(offset), check=False)  # [B, 3] sample minimum
             grid = torch.floor((coord.detach().float() - low[batch]) / cfg.grid_size)  # [N, 3]
         grid = grid.to(torch.int64)
         return make_level(x, coord, points.origin_coord, grid, batch, offset, cfg.orders, cfg.shuffle_orders)

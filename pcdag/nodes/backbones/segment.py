@@ -25,33 +25,34 @@ import operator
 import torch
 
 
-def segment_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum of the rows of each segment: [N, ...] -> [size, ...]."""
-    index, size = _check(values, index, size)
+def segment_sum(values: torch.Tensor, index: torch.Tensor, size: int, check: bool = True) -> torch.Tensor:
+    """Sum of the rows of each segment: [N, ...] -> [size, ...]. ``check=False`` skips the range check of
+    ``index`` (a device-to-host read, a sync on a GPU) for indices valid by construction."""
+    index, size = _check(values, index, size, check)
     out = values.new_zeros((size, *values.shape[1:]))  # [M, ...]
     return out.index_add(0, index, values)
 
 
-def segment_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+def segment_mean(values: torch.Tensor, index: torch.Tensor, size: int, check: bool = True) -> torch.Tensor:
     """Mean of the rows of each segment (0 for empty segments): [N, ...] -> [size, ...]."""
     if not values.dtype.is_floating_point:
         raise TypeError(f"segment_mean needs floating-point values, got {values.dtype}")
-    total = segment_sum(values, index, size)  # [M, ...]
+    total = segment_sum(values, index, size, check)  # [M, ...]
     size = total.shape[0]
     count = torch.bincount(index.to(torch.int64), minlength=size).clamp_(min=1)  # [M]
     return total / count.to(values.dtype).view(size, *([1] * (values.dim() - 1)))
 
 
-def segment_max(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+def segment_max(values: torch.Tensor, index: torch.Tensor, size: int, check: bool = True) -> torch.Tensor:
     """Element-wise maximum over the rows of each segment (0 for empty segments): [N, ...] -> [size, ...]."""
-    index, size = _check(values, index, size)
+    index, size = _check(values, index, size, check)
     expanded = index.view(-1, *([1] * (values.dim() - 1))).expand_as(values)  # [N, ...]
     out = values.new_zeros((size, *values.shape[1:]))  # [M, ...]
     return out.scatter_reduce(0, expanded, values, reduce="amax", include_self=False)
 
 
-def _check(values: torch.Tensor, index: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
-    """Validate shapes and range; return the index as int64 and the size as an int."""
+def _check(values: torch.Tensor, index: torch.Tensor, size: int, values_too: bool = True) -> tuple[torch.Tensor, int]:
+    """Validate shapes and (``values_too``) the index range; return the index as int64 and the size as an int."""
     if values.dim() < 1:
         raise ValueError("values must have at least one dimension [N, ...]")
     if index.shape != (values.shape[0],):
@@ -67,8 +68,8 @@ def _check(values: torch.Tensor, index: torch.Tensor, size: int) -> tuple[torch.
     if size < 0:
         raise ValueError(f"size must be >= 0 (number of segments), got {size}")
     index = index.to(torch.int64)
-    if index.numel():
-        lo, hi = (int(v) for v in torch.aminmax(index))
+    if index.numel() and values_too:
+        lo, hi = torch.stack(torch.aminmax(index)).tolist()  # one host read
         if lo < 0 or hi >= size:
             raise ValueError(f"index values must lie in 0..{size - 1}, found {lo}..{hi}")
     return index, size

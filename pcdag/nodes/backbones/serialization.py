@@ -35,9 +35,9 @@ MAX_DEPTH = 16
 
 
 def depth_for(grid_coord: torch.Tensor) -> int:
-    """Bits per axis needed for these grid coords: bit length of (max grid + 1), as the reference does (≤ 16)."""
-    _check_grid(grid_coord)
-    top = int(grid_coord.max()) if grid_coord.numel() else 0
+    """Bits per axis needed for these grid coords: bit length of (max grid + 1), as the reference does (≤ 16).
+    Also checks them (>= 0): the one host read a level's serialisation needs."""
+    top = _check_grid(grid_coord)
     depth = (top + 1).bit_length()
     if depth > MAX_DEPTH:
         raise ValueError(
@@ -46,12 +46,16 @@ def depth_for(grid_coord: torch.Tensor) -> int:
     return depth
 
 
-def encode(grid_coord: torch.Tensor, batch: torch.Tensor, order: str, depth: int) -> torch.Tensor:
-    """Codes [N] int64 = (batch << 3*depth) | curve position of grid_coord [N, 3] for `order`."""
+def encode(grid_coord: torch.Tensor, batch: torch.Tensor, order: str, depth: int, check: bool = True) -> torch.Tensor:
+    """Codes [N] int64 = (batch << 3*depth) | curve position of grid_coord [N, 3] for `order`.
+
+    ``check=False`` skips the range checks of the grid and batch values, each a device-to-host read (a sync on
+    a GPU): for callers whose values are valid by construction (the backbone checks a level once, in
+    ``depth_for``). Shapes and types are always checked."""
     _check_order(order)
     _check_depth(depth)
-    _check_grid(grid_coord, depth)
-    batch = _check_batch(batch, grid_coord.shape[0], depth)
+    _check_grid(grid_coord, depth, values=check)
+    batch = _check_batch(batch, grid_coord.shape[0], depth, values=check)
     x, y, z = grid_coord.to(torch.int64).unbind(1)  # [N] each
     if order.endswith("-trans"):
         x, y = y, x
@@ -152,29 +156,30 @@ def _check_depth(depth: int) -> None:
         raise ValueError(f"depth must be an int in 1..{MAX_DEPTH} bits per axis, got {depth!r}")
 
 
-def _check_grid(grid_coord: torch.Tensor, depth: int | None = None) -> None:
+def _check_grid(grid_coord: torch.Tensor, depth: int | None = None, values: bool = True) -> int:
+    """Check shape and type, and (``values``) the range; returns the largest grid value (0 if unread)."""
     if grid_coord.dim() != 2 or grid_coord.shape[1] != 3:
         raise ValueError(f"grid_coord must have shape [N, 3], got {tuple(grid_coord.shape)}")
     if grid_coord.dtype.is_floating_point or grid_coord.dtype == torch.bool:
         raise TypeError(f"grid_coord must be an integer tensor, got {grid_coord.dtype}")
-    if not grid_coord.numel():
-        return
-    lo, hi = torch.aminmax(grid_coord)
-    lo, hi = int(lo), int(hi)
+    if not grid_coord.numel() or not values:
+        return 0
+    lo, hi = torch.stack(torch.aminmax(grid_coord)).tolist()  # one host read
     if lo < 0:
         raise ValueError(f"grid_coord must be >= 0, found {lo}; subtract the per-sample minimum first")
     if depth is not None and hi >= 1 << depth:
         raise ValueError(f"grid_coord reaches {hi}, which does not fit in depth={depth} bits (max {(1 << depth) - 1})")
+    return hi
 
 
-def _check_batch(batch: torch.Tensor, n: int, depth: int) -> torch.Tensor:
+def _check_batch(batch: torch.Tensor, n: int, depth: int, values: bool = True) -> torch.Tensor:
     if batch.shape != (n,):
         raise ValueError(f"batch must have shape [{n}] like grid_coord, got {tuple(batch.shape)}")
     if batch.dtype.is_floating_point or batch.dtype == torch.bool:
         raise TypeError(f"batch must be an integer tensor, got {batch.dtype}")
     batch = batch.to(torch.int64)
-    if n:
-        lo, hi = (int(v) for v in torch.aminmax(batch))
+    if n and values:
+        lo, hi = torch.stack(torch.aminmax(batch)).tolist()  # one host read
         if lo < 0:
             raise ValueError(f"batch indices must be >= 0, found {lo}")
         if hi >= 1 << (63 - 3 * depth):
