@@ -41,8 +41,8 @@ class Store(Node):
             None, of_type(list, type(None)), doc="fields the loader reads (default all)", cache=False
         )
         scenes: str | None = param(
-            None, of_type(str, type(None)), doc="a scene list (`pcdag splits`): read only those scenes"
-        )
+            None, of_type(str, type(None)), doc="a scene list (`pcdag splits`): read only those", cache=False
+        )  # a read-side choice like splits: the store written is the same
 
     def data_splits(self) -> tuple[str, ...]:
         return tuple(self.params.splits)
