@@ -83,8 +83,7 @@ def store_stats(
     store = SceneStore(path)
     if not store.scenes_dir.is_dir():
         raise StoreError(f"{path} is not a pcdag scene store (it has no scenes/ directory)")
-    stale = store.stale()  # left by older runs: not part of the dataset the loader sees
-    entries = [e for e in store.entries() if e.id not in stale]
+    entries = store.current()  # stale scenes of older runs are not part of the dataset the loader sees
     if not entries:
         raise ValueError(f"scene store {path} has no committed scenes")
     scenes, errors = [], []

@@ -314,8 +314,7 @@ def make_splits(
     store = SceneStore(store_path)
     if not store.scenes_dir.is_dir():
         raise FileNotFoundError(f"{store.path} is not a scene store (no scenes/ directory)")
-    stale = store.stale()  # scenes of older offline runs: never read by the loader, so never chosen
-    entries = [e for e in store.entries([split]) if e.id not in stale]
+    entries = store.current([split])  # stale scenes of older offline runs are never read, so never chosen
     if not entries:
         raise ValueError(f"store {store.path} has no scenes in split {split!r}")
     out, seed = Path(out_dir), _check_seed(seed)

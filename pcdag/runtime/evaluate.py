@@ -61,8 +61,7 @@ def _sample_maker(plan: Any):
 def _scenes(plan: Any, split: str, quiet: bool, notes: list[str]):
     store_node = plan.node(plan.loader.entry[0])
     store = SceneStore(store_node.params.path)
-    stale = store.stale()
-    entries = [e for e in store.entries([split]) if e.id not in stale]
+    entries = store.current([split])
     if not entries:
         raise ValueError(f"store {store.path} has no scenes in split {split!r} to evaluate on (preprocess it)")
 

@@ -54,8 +54,7 @@ class StoreDataset(Dataset):
         self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
         if isinstance(loops, bool) or not isinstance(loops, int) or loops < 1:
             raise ValueError(f"loops = {loops!r} must be a whole number ≥ 1")
-        stale = self.store.stale()  # left by older runs with other parameters or sources: not this plan's data
-        self.entries = [e for e in self.store.entries(self.splits) if e.id not in stale]
+        self.entries = self.store.current(self.splits)  # stale scenes of older runs are not this plan's data
         if scenes is not None:  # a data-efficient subset: every listed scene must be there
             wanted = set(scenes)
             missing = sorted(wanted - {e.id for e in self.entries})

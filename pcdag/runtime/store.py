@@ -322,6 +322,11 @@ class SceneStore:
         manifest. Kept on disk, never read by the loader."""
         return frozenset(self._manifest().get("other_scenes", ()))
 
+    def current(self, splits: Iterable[str] | None = None) -> list[StoreEntry]:
+        """``entries(splits)`` without the stale ones: the scenes of the last offline run, what loaders read."""
+        stale = self.stale()
+        return [e for e in self.entries(splits) if e.id not in stale]
+
     # -- failures and housekeeping -----------------------------------------------------------------
     def quarantine(self, scene_id: str, *, key: str, split: str, room: str, error: str, traceback: str) -> None:
         """Record that ``scene_id`` failed; a later successful ``write`` removes the record."""
