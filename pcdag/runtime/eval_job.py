@@ -26,6 +26,7 @@ from pcdag.graphs.overrides import apply_overrides
 from pcdag.nodes.backbones.pointcept_io import export_backbone
 from pcdag.runtime import checkpoint as ckpt
 from pcdag.runtime.backbone import BACKBONE_TYPE, checkpoint_file, load_backbone
+from pcdag.runtime.devices import local_device
 from pcdag.runtime.evaluate import run_evaluators
 from pcdag.runtime.report import write_report
 from pcdag.runtime.trainer import train
@@ -96,11 +97,6 @@ def default_run_dir(graph: Graph, checkpoint: Path | None) -> Path:
     return Path("runs") / "eval" / f"{graph.name}-{preset}-{tag}"
 
 
-def eval_device(device: str) -> torch.device:
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if cuda else torch.device("cpu")
-
-
 @attrs.frozen
 class EvalJob:
     run_dir: Path
@@ -133,7 +129,7 @@ def evaluate_graph(
     last = ckpt.list_checkpoints(run_dir / "checkpoints")[-1][1]
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone evaluates
         return EvalJob(run_dir, run_dir / "report.md", {})
-    dev = eval_device(device)
+    dev = local_device(device)
     t1 = time.perf_counter()
     results = run_evaluators(plan, run_dir, last, dev, quiet)
     info = {

@@ -40,6 +40,7 @@ from pcdag.nodes.evaluators.pca import pca_fit, render_scene
 from pcdag.nodes.geometry.normals import estimate_normals, orient_toward
 from pcdag.nodes.views.eval_view import GREY, eval_view, grid_eval_rows
 from pcdag.runtime.atomic import atomic_save_npy
+from pcdag.runtime.devices import local_device
 
 NORMAL_NEIGHBOURS = 32
 SUFFIXES = (".ply", ".npy", ".npz")
@@ -364,14 +365,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but torch sees no CUDA device (pcdag doctor says why)")
-    return torch.device(name)
-
-
 def run(args: argparse.Namespace) -> int:
     """``pcdag extract``: load, read, extract, write; print what was written. Exit status 1 on bad input."""
     from pcdag.graphs.problems import GraphError
@@ -381,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     file = Path(args.file)
     out = args.out if args.out is not None else Path("features") / (file.stem if file.suffix else file.name)
     try:
-        device = resolve_device(args.device)
+        device = local_device(args.device)
         module = load_backbone(args.checkpoint, node=args.node, mode="encoder", upcast_level=0).to(device)
         cloud = read_points(file)
         features, tiles = extract_with_tiles(

@@ -32,6 +32,7 @@ from pcdag.graphs.device import StepContext
 from pcdag.graphs.yamlio import dumps_graph
 from pcdag.runtime import checkpoint as ckpt
 from pcdag.runtime.atomic import atomic_write_text
+from pcdag.runtime.devices import local_device
 from pcdag.runtime.loader import SkippedScene, collate_batch, dataset_from_plan
 from pcdag.runtime.metrics import MetricLog, plot_losses, read_metrics, write_csv
 from pcdag.runtime.optim import build_optimizer, set_weight_decay
@@ -65,8 +66,8 @@ def setup_distributed(device: str = "auto") -> Dist:
     """Join the process group when launched by torchrun; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    dev = local_device(device)
+    cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
