@@ -195,3 +195,9 @@ class Encoded:
     @property
     def n_samples(self) -> int:
         return int(self.offset.shape[0])
+
+    def at_points(self) -> torch.Tensor:
+        """``[N_input, C]``: the row of every input point of the batch (through ``extra['inverse']``; the rows
+        themselves when there is no inverse map)."""
+        inverse = self.extra.get("inverse")
+        return self.feat if inverse is None else self.feat[inverse]

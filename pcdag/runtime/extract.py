@@ -256,7 +256,7 @@ def _forward(module: torch.nn.Module, cloud: PointCloud, device: torch.device, s
     with torch.random.fork_rng(devices=[]), amp:
         torch.manual_seed(seed)
         encoded = module(batch)
-    return encoded.feat[encoded.extra["inverse"]].float().cpu().numpy()  # [m, C]
+    return encoded.at_points().float().cpu().numpy()  # [m, C]
 
 
 def _subset(cloud: PointCloud, index: np.ndarray) -> PointCloud:

@@ -32,7 +32,6 @@ from pcdag.graphs.registry import register
 from pcdag.nodes.augment.rotate import rotation_matrix
 from pcdag.nodes.evaluators.pca import pca_colours, render_scene
 from pcdag.nodes.evaluators.semantic_metrics import ConfusionMatrix, plot_confusion
-from pcdag.nodes.heads.segmentation_head import point_logits
 from pcdag.nodes.views.eval_view import grid_eval_rows
 from pcdag.runtime.atomic import atomic_save_npy
 
@@ -144,10 +143,10 @@ class SemanticSegmentationEval(Evaluator):
             rows, inverse = grid_eval_rows(fields["coord"], self.params.grid_size, f"scene {scene}")
             sub = PointCloud({k: v[rows] for k, v in fields.items()}, {**cloud.meta, "scene": scene})
             out = ctx.predict(ctx.make_sample(sub))
-            prob = torch.softmax(point_logits(out["logits"]).float(), dim=1).cpu().numpy()  # [M, C]
+            prob = torch.softmax(out["logits"].at_points().float(), dim=1).cpu().numpy()  # [M, C]
             probs = prob[inverse] if probs is None else probs + prob[inverse]  # [N, C]
             if want_features and features is None and "features" in out:
-                features = point_logits(out["features"]).float().cpu().numpy()[inverse]  # [N, F] (first pass)
+                features = out["features"].at_points().float().cpu().numpy()[inverse]  # [N, F] (first pass)
         if probs is None or len(probs) != n:
             raise CloudError(f"scene {scene}: no prediction for its {n} points")
         return probs, features

@@ -26,7 +26,7 @@ from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.ports import FEATURES, MODEL
 from pcdag.graphs.registry import register
-from pcdag.nodes.heads.width import input_width
+from pcdag.nodes.heads.width import apply_head, input_width
 
 OUTPUTS = 4  # 3 offset components + 1 foreground logit
 
@@ -61,17 +61,8 @@ class InstanceHead(DeviceNode):
         return mlp
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
-        features: Encoded = inputs["features"]
-        if module is None:
-            raise ValueError(f"{self.type_name()}: forward() needs the module returned by build()")
-        width = module[0].in_features  # type: ignore[index]
-        if features.feat.ndim != 2 or features.feat.shape[1] != width:
-            raise ValueError(
-                f"{self.type_name()}: features have shape {list(features.feat.shape)}, the head takes [M, {width}]; "
-                "connect the backbone that made them to port 'backbone' or set in_channels"
-            )
-        predictions = module(features.feat)  # [M, 4]
-        return {"predictions": attrs.evolve(features, feat=predictions)}
+        width = module[0].in_features if module is not None else 0  # type: ignore[index]
+        return {"predictions": apply_head(self.type_name(), module, inputs["features"], width)}  # [M, 4]
 
     def plan_notes(self) -> list[str]:
         return [f"MLP(→ {self.params.hidden} → GELU → 4): offset to the instance centre (m) + foreground logit"]
@@ -79,8 +70,7 @@ class InstanceHead(DeviceNode):
 
 def point_predictions(predictions: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
     """``(offset [N, 3], foreground logit [N])`` of every input point of the batch (through ``extra['inverse']``)."""
-    inverse = predictions.extra.get("inverse")
-    rows = predictions.feat if inverse is None else predictions.feat[inverse]  # [N, 4]
+    rows = predictions.at_points()  # [N, 4]
     if rows.ndim != 2 or rows.shape[1] != OUTPUTS:
         raise ValueError(f"instance predictions must be [N, {OUTPUTS}] (InstanceHead), got {list(rows.shape)}")
     return rows[:, :3], rows[:, 3]

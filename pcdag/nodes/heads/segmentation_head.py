@@ -13,16 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import torch
 from torch import nn
 
-from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.ports import FEATURES, MODEL
 from pcdag.graphs.registry import register
-from pcdag.nodes.heads.width import input_width
+from pcdag.nodes.heads.width import apply_head, input_width
 
 
 @register
@@ -54,23 +52,8 @@ class SegmentationHead(DeviceNode):
         return layer
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
-        features: Encoded = inputs["features"]
-        if module is None:
-            raise ValueError(f"{self.type_name()}: forward() needs the module returned by build()")
-        width = module.in_features  # type: ignore[union-attr]
-        if features.feat.shape[1] != width:
-            raise ValueError(
-                f"{self.type_name()}: features have {features.feat.shape[1]} channels, the head takes {width}; "
-                "connect the backbone that made them to port 'backbone' or set in_channels"
-            )
-        logits = module(features.feat)  # [M, classes]
-        return {"logits": attrs.evolve(features, feat=logits)}
+        width = getattr(module, "in_features", 0)
+        return {"logits": apply_head(self.type_name(), module, inputs["features"], width)}  # [M, classes]
 
     def plan_notes(self) -> list[str]:
         return [f"Linear(→ {self.params.classes}) on the backbone's features"]
-
-
-def point_logits(logits: Encoded) -> torch.Tensor:
-    """``[N_input, classes]``: the logits of every input point of the batch (through ``extra['inverse']``)."""
-    inverse = logits.extra.get("inverse")
-    return logits.feat if inverse is None else logits.feat[inverse]

@@ -22,7 +22,6 @@ from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MULTI_VIEW_BATCH
 from pcdag.graphs.registry import register
 from pcdag.nodes.heads.lovasz import lovasz_softmax
-from pcdag.nodes.heads.segmentation_head import point_logits
 
 
 @register
@@ -51,7 +50,7 @@ class SegmentationLoss(DeviceNode):
 
     def forward(self, ctx: StepContext, module: Any, **inputs: Any) -> dict[str, Any]:
         batch: MultiViewBatch = inputs["views"]
-        logits = point_logits(inputs["logits"]).float()  # [N, classes]
+        logits = inputs["logits"].at_points().float()  # [N, classes]
         labels = self._labels(batch, logits.shape[1])  # [N]
         p = self.params
         labelled = labels != p.ignore_index  # [N]; with a point budget a view may hold no labelled point at all

@@ -1,10 +1,14 @@
-"""How wide a head's input is: its ``in_channels`` parameter, or the ``out_channels`` of the backbone it is tied to."""
+"""How a head meets its input: its width (its ``in_channels`` parameter, or the ``out_channels`` of the backbone it
+is tied to), and applying it to a backbone's per-point features."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import attrs
 from torch import nn
+
+from pcdag.graphs.batch import Encoded
 
 
 def input_width(node: str, given: int, inputs: Mapping[str, nn.Module], port: str = "backbone") -> int:
@@ -24,3 +28,15 @@ def input_width(node: str, given: int, inputs: Mapping[str, nn.Module], port: st
             "in_channels to 0 (use the backbone's) or to the same width"
         )
     return given or width  # type: ignore[return-value]
+
+
+def apply_head(node: str, module: nn.Module | None, features: Encoded, width: int) -> Encoded:
+    """``module`` on ``features.feat`` ``[M, width]``: the features with ``feat`` replaced by the head's output."""
+    if module is None:
+        raise ValueError(f"{node}: forward() needs the module returned by build()")
+    if features.feat.ndim != 2 or features.feat.shape[1] != width:
+        raise ValueError(
+            f"{node}: features have shape {list(features.feat.shape)}, the head takes [M, {width}]; "
+            "connect the backbone that made them to port 'backbone' or set in_channels"
+        )
+    return attrs.evolve(features, feat=module(features.feat))
