@@ -36,7 +36,7 @@ from pcdag.nodes.evaluators.instance_clustering import cluster_proposals, propos
 from pcdag.nodes.evaluators.pca import render_scene
 from pcdag.nodes.heads.instance_head import point_predictions
 from pcdag.nodes.heads.instance_loss import SCANNET_STUFF, segment_ids
-from pcdag.nodes.views.eval_view import grid_eval_rows
+from pcdag.nodes.views.eval_view import grid_eval_cloud
 from pcdag.runtime.atomic import atomic_save_npy
 
 NONE_GREY = 170  # colour of points in no instance
@@ -120,16 +120,16 @@ class InstanceSegmentationEval(Evaluator):
     def _scene(self, ctx: EvalContext, scene: str, cloud: PointCloud) -> tuple[np.ndarray, np.ndarray]:
         """Proposal of every original point (−1 none) and the confidence of each proposal."""
         p, fields = self.params, cloud.materialise()
-        rows, inverse = grid_eval_rows(fields["coord"], p.grid_size, f"scene {scene}")  # [M], [N]
-        sub = PointCloud({k: v[rows] for k, v in fields.items()}, {**cloud.meta, "scene": scene})
+        meta = {**cloud.meta, "scene": scene}
+        sub, inverse = grid_eval_cloud(fields, p.grid_size, meta, f"scene {scene}")  # M points, [N]
         offset, logit = point_predictions(ctx.predict(ctx.make_sample(sub))["predictions"])
-        if offset.shape[0] != len(rows):
-            raise CloudError(f"scene {scene}: {offset.shape[0]} predictions for its {len(rows)} sampled points")
+        if offset.shape[0] != len(sub):
+            raise CloudError(f"scene {scene}: {offset.shape[0]} predictions for its {len(sub)} sampled points")
         prob = torch.sigmoid(logit.float()).cpu().numpy()  # [M]
-        shifted = fields["coord"][rows] + offset.float().cpu().numpy()  # [M, 3]; the eval view is only translated
+        shifted = sub["coord"] + offset.float().cpu().numpy()  # [M, 3]; the eval view is only translated
         fg = np.flatnonzero(prob > p.foreground)  # [K]
         fg_labels, scores = cluster_proposals(shifted[fg], prob[fg], p.radius, p.min_points, p.max_neighbours)
-        row_labels = np.full(len(rows), -1, dtype=np.int64)  # [M]
+        row_labels = np.full(len(sub), -1, dtype=np.int64)  # [M]
         row_labels[fg] = fg_labels
         return row_labels[inverse], scores  # [N], [P]
 

@@ -32,7 +32,7 @@ from pcdag.graphs.registry import register
 from pcdag.nodes.augment.rotate import rotation_matrix
 from pcdag.nodes.evaluators.pca import pca_colours, render_scene
 from pcdag.nodes.evaluators.semantic_metrics import ConfusionMatrix, plot_confusion
-from pcdag.nodes.views.eval_view import grid_eval_rows
+from pcdag.nodes.views.eval_view import grid_eval_cloud
 from pcdag.runtime.atomic import atomic_save_npy
 
 SCANNET20 = (
@@ -140,8 +140,8 @@ class SemanticSegmentationEval(Evaluator):
         n, probs, features = len(cloud), None, None
         for angle, scale, flip in test_time_passes(self.params.passes):
             fields = moved(cloud, angle, scale, flip)
-            rows, inverse = grid_eval_rows(fields["coord"], self.params.grid_size, f"scene {scene}")
-            sub = PointCloud({k: v[rows] for k, v in fields.items()}, {**cloud.meta, "scene": scene})
+            meta = {**cloud.meta, "scene": scene}
+            sub, inverse = grid_eval_cloud(fields, self.params.grid_size, meta, f"scene {scene}")
             out = ctx.predict(ctx.make_sample(sub))
             prob = torch.softmax(out["logits"].at_points().float(), dim=1).cpu().numpy()  # [M, C]
             probs = prob[inverse] if probs is None else probs + prob[inverse]  # [N, C]

@@ -29,6 +29,15 @@ def grid_eval_rows(coord: np.ndarray, grid_size: float, where: str) -> tuple[np.
     return nearest_centre_per_voxel(key, offset)
 
 
+def grid_eval_cloud(
+    fields: dict[str, np.ndarray], grid_size: float, meta: dict, where: str
+) -> tuple[PointCloud, np.ndarray]:
+    """The scene of ``fields`` grid-sampled (``grid_eval_rows``) as a cloud, and ``inverse`` [N]: every original
+    point's row of it (to give each point its voxel's prediction)."""
+    rows, inverse = grid_eval_rows(fields["coord"], grid_size, where)
+    return PointCloud({k: v[rows] for k, v in fields.items()}, meta), inverse
+
+
 def eval_view(cloud: PointCloud, labels: Sequence[str] = (), where: str = "") -> dict[str, np.ndarray]:
     """One view dict (``coord``, ``origin_coord``, ``feat`` [n, 9], and each of ``labels`` as int64) of ``cloud``."""
     if "normal" not in cloud:
