@@ -360,7 +360,7 @@ def test_attention_backends_chosen_for_speed_give_the_math_backends_result_and_g
     """The optimised path (SDPA without cuDNN) and the plain one (the math backend) agree on outputs and grads."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from pcdag.nodes.backbones.attention import PatchAttention, patch_plan
+    from pcdag.nodes.backbones.attention import SDPA_BACKENDS, PatchAttention, patch_plan
 
     torch.manual_seed(0)
     n = sum(counts)
@@ -373,7 +373,7 @@ def test_attention_backends_chosen_for_speed_give_the_math_backends_result_and_g
     plan = patch_plan(offset, counts, 64)
     results = []
     for plain in (False, True):
-        with sdpa_kernel([SDPBackend.MATH]) if plain else torch.enable_grad():
+        with sdpa_kernel([SDPBackend.MATH] if plain else SDPA_BACKENDS):
             out = attn(feat, order, inverse, plan)
         (grad,) = torch.autograd.grad(out.square().sum(), feat)
         results.append((out.detach(), grad))

@@ -25,11 +25,12 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 
 # Every backend but cuDNN's: cuDNN builds an execution plan per shape, and the number of sequences S changes with
 # every batch and level, which cost ~1 ms of host time per call on an H200 (issue 6's profile; the training step
 # waited on the host). Flash attention takes the calls without a mask, memory-efficient attention the others.
+# The backbone selects them once around its whole forward (``sdpa_kernel`` costs ~30 µs of host time per entry).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -99,7 +100,6 @@ class PatchAttention(nn.Module):
         heads, dim = self.num_heads, self.channels // self.num_heads
         qkv = self.qkv(feat).index_select(0, order[plan.gather].flatten())  # [S * L, 3C]
         q, k, v = qkv.view(n_seq, length, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [S, H, L, D]
-        with sdpa_kernel(SDPA_BACKENDS):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.key_mask, scale=self.scale)  # [S, H, L, D]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.key_mask, scale=self.scale)  # [S, H, L, D]
         out = out.transpose(1, 2).reshape(n_seq * length, self.channels)  # [S * L, C]
         return self.proj(out.index_select(0, plan.scatter[inverse]))  # [N, C]

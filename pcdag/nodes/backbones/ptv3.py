@@ -24,8 +24,10 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
+from torch.nn.attention import sdpa_kernel
 
 from pcdag.graphs.batch import Encoded, PointBatch
+from pcdag.nodes.backbones.attention import SDPA_BACKENDS
 from pcdag.nodes.backbones.ptv3_layers import Block, GridPooling, GridUnpooling, Level, make_level
 from pcdag.nodes.backbones.segment import segment_max
 from pcdag.nodes.backbones.serialization import ORDERS
@@ -195,6 +197,10 @@ class PointTransformerV3Module(nn.Module):
         return decoder
 
     def forward(self, points: PointBatch) -> Encoded:
+        with sdpa_kernel(SDPA_BACKENDS):  # once per forward, not per attention call (host time)
+            return self._forward(points)
+
+    def _forward(self, points: PointBatch) -> Encoded:
         cfg, n_orders = self.config, len(self.config.orders)
         levels = [self._input_level(points)]
         for s, stage in enumerate(self.stages):
