@@ -353,10 +353,8 @@ def test_layer_ids_number_encoder_blocks_in_depth_order() -> None:
 def test_torch_and_spconv_backends_agree(tiny_eval: PointTransformerV3Module) -> None:
     """Same weights, same forward (CPU spconv: forward only). Train mode with drop path 0 computes what eval mode
     does; it is used because spconv's CPU build refuses the bias it fuses into eval-mode convolutions."""
-    # spread out so that neighbourhoods stay sparse at every level: the CPU-only `spconv` wheel miscomputes dense
-    # ones (tests/test_ptv3_ops.py::test_cpu_only_spconv_wheel_is_wrong_on_dense_neighbourhoods); spconv adds up
-    # points sharing a voxel, hence one point per voxel
-    points = one_point_per_voxel(make_batch([600, 250], extent=30.0), 0.02)
+    # spconv adds up points sharing a voxel, hence one point per voxel; a small extent gives dense neighbourhoods
+    points = one_point_per_voxel(make_batch([600, 250], extent=0.5), 0.02)
     config = attrs.evolve(tiny_eval.config, drop_path=0.0)
     outputs = []
     for backend in ("torch", "spconv"):

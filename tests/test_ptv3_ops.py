@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -282,10 +283,19 @@ def test_one_hot_kernels_move_features_by_their_offset(spconv):
             assert out.tolist() == expected, (backend, k, off)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_state_dict_matches_spconv_module(spconv):
     torch.manual_seed(0)
-    # sparse neighbourhoods: the CPU-only spconv wheel miscomputes dense ones (see the strict xfail below)
-    grid = torch.unique(torch.randint(0, 12, (80, 3)), dim=0)
+    grid = torch.unique(torch.randint(0, 6, (150, 3)), dim=0)  # dense neighbourhoods
     batch = torch.randint(0, 2, (len(grid),))
     reference = spconv.SubMConv3d(5, 7, 3, bias=True, indice_key="ref", algo=spconv.ConvAlgo.Native)  # CPU-capable
     conv = SubMConv3d(5, 7, backend="torch")
@@ -293,7 +303,8 @@ def test_state_dict_matches_spconv_module(spconv):
     feat = torch.randn(len(grid), 5)
     indices = torch.cat([batch[:, None], grid], 1).int()
     with torch.no_grad():
-        expected = reference(spconv.SparseConvTensor(feat, indices, [12, 12, 12], 2)).features
+        with _one_thread():  # spconv's own module races on several CPU threads (see the test below)
+            expected = reference(spconv.SparseConvTensor(feat, indices, [6, 6, 6], 2)).features
         torch.testing.assert_close(conv(feat, grid, batch), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -325,25 +336,9 @@ def test_spconv_backend_survives_duplicates_and_refuses_cpu_backward(spconv):
         conv(torch.randn(4, 3), grid, batch)
 
 
-def _cpu_only_spconv_wheel() -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.distribution("spconv")  # the CPU build; CUDA builds are spconv-cu1xx
-        return True
-    except metadata.PackageNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not spconv_available(), reason="spconv not installed")
-@pytest.mark.xfail(
-    condition=_cpu_only_spconv_wheel(),
-    strict=True,
-    reason="spconv 2.3.8's CPU-only wheel miscomputes submanifold convolutions once a 5x5x5 block is full; the CUDA "
-    "wheels (spconv-cu126: CPU and CUDA paths) agree with the torch backend exactly on the same input (H100, "
-    "2026-11-21). Strict: this fails loudly once the CPU wheel is fixed.",
-)
-def test_cpu_only_spconv_wheel_is_wrong_on_dense_neighbourhoods() -> None:
+def test_spconv_cpu_path_agrees_on_full_neighbourhoods_on_any_thread_count(spconv) -> None:
+    """spconv 2.3.8's CPU scatter-add races on several torch threads (a full block came out wrong in 40-50 of 50
+    calls on 2 threads); the backend runs it on one and gives the caller's thread count back."""
     m = 9
     grid = torch.stack(torch.meshgrid(*[torch.arange(m)] * 3, indexing="ij"), -1).reshape(-1, 3)  # [729, 3], full
     batch = torch.zeros(len(grid), dtype=torch.long)
@@ -351,8 +346,16 @@ def test_cpu_only_spconv_wheel_is_wrong_on_dense_neighbourhoods() -> None:
     ours, theirs = SubMConv3d(4, 3, backend="torch"), SubMConv3d(4, 3, backend="spconv")
     theirs.load_state_dict(ours.state_dict())
     feat = torch.randn(len(grid), 4)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(feat, grid, batch), theirs.train()(feat, grid, batch), atol=1e-4, rtol=1e-4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            expected = ours(feat, grid, batch)
+            for _ in range(10):  # a race shows in most calls
+                torch.testing.assert_close(theirs(feat, grid, batch), expected, atol=1e-4, rtol=1e-4)
+                assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("counts", [[300, 200], [20, 7]])  # long samples: no mask (flash); short: a key mask

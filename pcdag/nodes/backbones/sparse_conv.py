@@ -20,9 +20,11 @@ Backends:
     products accumulate in float32 (float64 input stays float64), the result has the matmul's dtype (the autocast
     dtype under autocast).
   * ``"spconv"`` — spconv's ``SubMConv3d`` on a ``SparseConvTensor`` built from (batch, x, y, z), called with this
-    module's own weight and bias Parameters (on CPU tensors with spconv's Native algorithm, always in its
-    training mode: its CPU path refuses the bias that eval mode fuses). spconv has no CPU backward, so on CPU it
-    is refused where a gradient would be needed. Under autocast spconv casts its inputs to
+    module's own weight and bias Parameters (on CPU tensors with spconv's Native algorithm on one torch thread,
+    always in its training mode: its CPU path refuses the bias that eval mode fuses). spconv has no CPU backward,
+    so on CPU it is refused where a gradient would be needed. One thread, because spconv 2.3.8's CPU scatter-add
+    races when torch runs it on several: on 2 threads a full 9x9x9 block came out wrong in 40-50 of 50 calls,
+    sparse clouds now and then (CI, 2026-11-21); on one thread, 0 of 50. Under autocast spconv casts its inputs to
     float16 (its own rule); the result is returned in the autocast dtype.
   * ``"auto"`` (default) — spconv when ``import spconv.pytorch`` works and the tensors are on CUDA, else torch.
 
@@ -50,6 +52,7 @@ API (the PTv3 model relies on exactly these names):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -186,7 +189,8 @@ class SubMConv3d(torch.nn.Module):
         conv.train(True)
         key = f"subm{self.kernel_size}:spconv"
         base = _cached(cache, key, feat.shape[0], lambda: _sparse_tensor(grid, batch))
-        out = conv(base.replace_feature(feat.contiguous()))
+        with _one_thread_on_cpu(feat.device):
+            out = conv(base.replace_feature(feat.contiguous()))
         base.indice_dict = out.indice_dict  # later convolutions of the stage reuse the indice pairs
         result = out.features
         if torch.is_autocast_enabled(feat.device.type):
@@ -212,6 +216,20 @@ class SubMConv3d(torch.nn.Module):
                 raise RuntimeError(f"spconv weight layout {tuple(conv.weight.shape)} differs from [out, k, k, k, in]")
             convs[device.type] = conv
         return convs[device.type]
+
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device):
+    """torch's intra-op threads set to 1 on CPU for the block (spconv's CPU scatter-add races on several)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _pairs(grid: torch.Tensor, batch: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
