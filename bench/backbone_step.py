@@ -1,7 +1,7 @@
 """Backbone training-step benchmark (issue 6 (a)): PTv3 forward + backward + AdamW on synthetic rooms.
 
     python bench/backbone_step.py [--preset base] [--scenes 2] [--points 100000] [--steps 20] [--backend auto]
-                                  [--precision bf16] [--profile]
+                                  [--precision bf16] [--profile] [--checkpoint]
 
 Each scene is a generated room (``pcdag.datasets.synthetic.make_room``) grid-sampled at 0.02 m until it holds
 ``--points`` points. The step is the encoder (pre-training mode, up-cast to level 2 as in LAM3C) → mean of the
@@ -77,12 +77,15 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     args = ap.parse_args()
     from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    config = PTv3Config.preset(args.preset, mode="encoder", upcast_level=2, backend=args.backend)
+    config = PTv3Config.preset(
+        args.preset, mode="encoder", upcast_level=2, backend=args.backend, checkpoint=args.checkpoint
+    )
     module = PointTransformerV3Module(config).to(device)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
     clouds = rooms(args.scenes, args.points, config.grid_size)
@@ -115,6 +118,7 @@ def main() -> None:
         "bench": "backbone_step",
         "preset": args.preset,
         "backend": config.backend,
+        "checkpoint": config.checkpoint,
         "precision": args.precision if device.type == "cuda" else "fp32",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "scenes": args.scenes,

@@ -84,6 +84,13 @@ class PointTransformerV3(DeviceNode):
         block_lr_scale: float = param(
             1.0, in_range(0.0, 1.0, lo_open=True), doc="learning-rate factor of the attention blocks (fine-tuning: 0.1)"
         )
+        # cache=False: memory against time, not what is computed; left out of cache keys and checkpoint signatures
+        checkpoint: bool = param(
+            False,
+            one_of(False, True),
+            doc="activation checkpointing: training keeps only each block's input, recomputed in backward",
+            cache=False,
+        )
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
@@ -108,6 +115,7 @@ class PointTransformerV3(DeviceNode):
                 mask_token=p.mask_token,
                 grid_size=p.grid_size,
                 backend=p.backend,
+                checkpoint=bool(p.checkpoint),
                 **overrides,
             )
         except ValueError as exc:
@@ -136,6 +144,8 @@ class PointTransformerV3(DeviceNode):
             self._n_parameters = count_parameters(cfg)  # a meta-device build: no memory, ~0.1 s for Base
         frozen = ", frozen" if self.params.frozen else ""
         notes = [f"{self._n_parameters / 1e6:.1f}M parameters ({self.params.preset}, {cfg.mode}{frozen}); {out}"]
+        if cfg.checkpoint:
+            notes.append("activation checkpointing: blocks recomputed in backward (less memory, more time)")
         if self.params.weights is not None:
             notes.append(f"initial weights from {self.params.weights} (Pointcept/Sonata names mapped)")
         return notes
