@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("graph", type=Path, metavar="GRAPH")
     p.add_argument("--out", type=Path, default=None, help="picture path without extension (default out/plan/NAME)")
     p.add_argument("--no-picture", action="store_true", help="print only")
+    p.add_argument("--scenes", type=int, default=None, help="memory estimate: scenes per GPU per forward")
+    p.add_argument("--scene-points", type=float, default=None, help="memory estimate: points per scene")
     _overrides(p)
     p.set_defaults(run=cmd_plan)
 
@@ -171,6 +173,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan is None:
         return 1
     print(plan.render())
+    from pcdag.compiler.memory import plan_memory_lines
+
+    memory = plan_memory_lines(plan, args.scenes, args.scene_points)
+    if memory:
+        print("\n" + "\n".join(memory))
     if not args.no_picture:
         from pcdag.compiler.picture import draw
 

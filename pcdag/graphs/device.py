@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
+from pcdag.graphs.memory import NodeMemory
 from pcdag.graphs.node import Node
 from pcdag.graphs.ports import Placement
 
@@ -77,6 +78,12 @@ class DeviceNode(Node):
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
         raise NotImplementedError(f"{self.type_name()} does not implement forward()")
+
+    def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
+        """The node's share of the step's GPU memory for expected input sizes (``pcdag.graphs.memory``): Model
+        inputs are the built modules (on the meta device), data inputs ``ViewPoints`` / ``FeatureRows``. None:
+        not modelled (the estimate lists the node)."""
+        return None
 
     @torch.no_grad()
     def after_step(self, ctx: StepContext, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> None:

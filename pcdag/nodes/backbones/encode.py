@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -9,10 +10,13 @@ import torch
 
 from pcdag.graphs.batch import Encoded, MultiViewBatch
 from pcdag.graphs.device import DeviceNode, StepContext
+from pcdag.graphs.memory import LEVEL_RATIOS, FeatureRows, NodeMemory, ViewPoints
 from pcdag.graphs.node import In, Out
 from pcdag.graphs.params import one_of, param
 from pcdag.graphs.ports import FEATURES, MODEL, MULTI_VIEW_BATCH
 from pcdag.graphs.registry import register
+from pcdag.nodes.backbones.ptv3 import PTv3Config
+from pcdag.nodes.backbones.ptv3_memory import encoder_memory
 
 
 @register
@@ -50,3 +54,14 @@ class Encode(DeviceNode):
             out: Encoded = model(points)
         out.kind, out.per_scene = self.params.views, batch.per_scene(self.params.views)
         return {"features": out}
+
+    def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
+        """The backbone's activations over the expected points of this node's view kind (``ptv3_memory``)."""
+        model, views = inputs["model"], inputs["views"]
+        config = getattr(model, "config", None)
+        if not isinstance(views, ViewPoints) or not isinstance(config, PTv3Config):
+            return None
+        points = views.points.get(self.params.views, 0.0)
+        grad = any(p.requires_grad for p in model.parameters())
+        mem, rows, channels = encoder_memory(config, points, grad, LEVEL_RATIOS)
+        return attrs.evolve(mem, outputs={"features": FeatureRows(rows, channels, grad)})

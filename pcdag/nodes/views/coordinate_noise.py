@@ -8,6 +8,7 @@ so that the backbone recomputes it). Local views pass through untouched; ``mask`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -15,6 +16,7 @@ import torch
 
 from pcdag.graphs.batch import MultiViewBatch
 from pcdag.graphs.device import DeviceNode, StepContext
+from pcdag.graphs.memory import NodeMemory
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import in_range, param
 from pcdag.graphs.ports import MULTI_VIEW_BATCH
@@ -44,3 +46,7 @@ class CoordinateNoise(DeviceNode):
         noise = torch.randn(coord.shape, generator=ctx.generator, device=coord.device, dtype=torch.float32)
         noisy = views.replace(coord=coord + noise * self.params.sigma, mask=None, grid_coord=None)  # [N, 3]
         return {"views": batch.replace(global_views=noisy)}
+
+    def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory:
+        """Views in, views out: the same points (their copies are a few bytes a point)."""
+        return NodeMemory(outputs={"views": inputs["views"]})

@@ -14,6 +14,7 @@ over the first 5 % of training, then constant (0.1 → 0.4 m, 0.3 → 0.7).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -21,6 +22,7 @@ import torch
 
 from pcdag.graphs.batch import MultiViewBatch, PointBatch
 from pcdag.graphs.device import DeviceNode, StepContext
+from pcdag.graphs.memory import NodeMemory
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import in_range, one_of, param
 from pcdag.graphs.ports import MULTI_VIEW_BATCH
@@ -94,3 +96,7 @@ class GridMasking(DeviceNode):
         ctx.log("ratio", ratio)
         ctx.log("masked_points", masked.mask.float().mean())
         return {"views": batch.replace(global_views=masked)}
+
+    def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory:
+        """Views in, views out: the same points (their copies are a few bytes a point)."""
+        return NodeMemory(outputs={"views": inputs["views"]})

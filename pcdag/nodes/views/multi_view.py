@@ -16,6 +16,7 @@ import numpy as np
 
 from pcdag.graphs.batch import ViewSample
 from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.graphs.memory import ViewPoints
 from pcdag.graphs.node import FieldEffect, In, Node, Out, effect
 from pcdag.graphs.params import ParamError, in_range, integer, pair, param, subset_of
 from pcdag.graphs.ports import MULTI_VIEW_BATCH, POINT_CLOUD, Placement
@@ -123,6 +124,16 @@ class MultiViewGenerator(Node):
             f"({p.local_size[0]:.0%}-{p.local_size[1]:.0%}) views of min({p.max_points}, N) points per scene; "
             f"9 features (coord, colour, normal); scenes < {p.min_points} points are skipped"
         ]
+
+    def expected_points(self, scene_points: float) -> ViewPoints:
+        """Mean points per view kind for one scene of ``scene_points`` points (view shares drawn uniformly)."""
+        p, budget = self.params, min(float(scene_points), float(self.params.max_points))
+        return ViewPoints(
+            {
+                "global": p.n_global * budget * (p.global_size[0] + p.global_size[1]) / 2,
+                "local": p.n_local * budget * (p.local_size[0] + p.local_size[1]) / 2,
+            }
+        )
 
     def run(self, rng: np.random.Generator, **inputs: Any) -> dict[str, Any]:
         cloud: PointCloud = inputs["cloud"]

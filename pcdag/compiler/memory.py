@@ -1,0 +1,164 @@
+"""Peak GPU memory of the training step, estimated from the plan (issue 6, item 3); ``pcdag plan`` prints it.
+
+    peak(scenes) = static + CALIBRATION · (Σ saved + max transient)
+
+* static: parameters (4 bytes), and for trained modules their gradients (4) and AdamW's two moments (8), counted
+  exactly on modules built on the meta device (no memory, no initialisation);
+* saved / transient: every device node's ``memory`` (``DeviceNode.memory``), walked in graph order with
+  expected sizes: the loader node's ``expected_points`` (views per scene) times the scenes per forward, then
+  ``FeatureRows`` out of every ``Encode``. A node without a model is listed, not counted;
+* ``CALIBRATION`` covers what the per-node counts leave out (the caching allocator's rounding and fragmentation,
+  autograd's gradient buffers during the backward, spconv's indice pairs, AdamW's temporaries). It was fitted to
+  the four peaks measured on an nvidia-h200 (bench/README.md, 2026-11-21); with 1.3 the estimates lie within
+  −16 % and +18 % of them: LAM3C Base, 2 scenes 26.6 GiB → 22.3 estimated, 4 scenes 43.6 → 44.6; backbone step
+  on two 100k-point synthetic rooms, Base 6.9 → 8.1, Large 9.9 → 11.7. The measured LAM3C peaks have a larger
+  fixed part than the model, which is linear in the points: small LAM3C batches are under-estimated.
+
+Activations grow linearly with the scenes per forward, so the largest batch that fits a GPU is one division.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import attrs
+import torch
+
+from pcdag.graphs.memory import NodeMemory, ViewPoints
+
+GIB = 2.0**30
+CALIBRATION = 1.3
+H100_BYTES = 78 * GIB  # what torch reports as total on an 80 GB H100 (issue 6's "78 GiB")
+
+
+@attrs.frozen
+class MemoryEstimate:
+    """The modelled memory of one forward + backward with ``scenes`` scenes of ``scene_points`` points."""
+
+    scenes: int
+    scene_points: float
+    view_points: float  # points over all views of the batch
+    static: float  # bytes: parameters, gradients, optimiser state
+    saved: Mapping[str, float]  # node -> bytes kept for the backward
+    transient: Mapping[str, float]  # node -> bytes alive while it runs
+    unmodelled: tuple[str, ...]  # device nodes without a memory model
+
+    @property
+    def activations(self) -> float:
+        return sum(self.saved.values()) + max(self.transient.values(), default=0.0)
+
+    @property
+    def peak(self) -> float:
+        return self.static + CALIBRATION * self.activations
+
+    def max_scenes(self, capacity: float) -> int:
+        """Most scenes per forward whose estimated peak stays within ``capacity`` bytes (0 if none fits)."""
+        per_scene = CALIBRATION * self.activations / self.scenes
+        return max(0, math.floor((capacity - self.static) / per_scene)) if per_scene > 0 else 0
+
+    def lines(self, capacity: float | None = None, device: str = "") -> list[str]:
+        out = [
+            f"memory (estimate, bf16): {self.peak / GIB:.1f} GiB peak for {self.scenes} scene(s) per GPU per forward "
+            f"of ~{self.scene_points:,.0f} points (~{self.view_points:,.0f} view points): static "
+            f"{self.static / GIB:.1f} GiB (weights, gradients, AdamW) + {CALIBRATION:g} × activations "
+            f"{self.activations / GIB:.1f} GiB"
+        ]
+        biggest = sorted(self.saved.items(), key=lambda kv: -kv[1])[:4]
+        out.append("  largest saved activations: " + ", ".join(f"{n} {b / GIB:.1f} GiB" for n, b in biggest))
+        if self.unmodelled:
+            out.append(f"  not modelled (not counted): {', '.join(self.unmodelled)}")
+        for name, cap in ((device, capacity), ("an H100 (78 GiB)", H100_BYTES)):
+            if cap is not None and name:
+                scenes = self.max_scenes(cap)
+                points = scenes * self.view_points / self.scenes
+                out.append(f"  fits {name}: up to {scenes} scenes per forward (~{points:,.0f} view points)")
+        return out
+
+
+def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> MemoryEstimate:
+    """Walk ``program`` (a ``DeviceProgram``) with expected sizes; ``entry_node`` is the loader node whose batch
+    enters the step and must offer ``expected_points(scene_points) -> ViewPoints``."""
+    from pcdag.runtime.step import StepModule
+
+    expected = getattr(entry_node, "expected_points", None)
+    if expected is None:
+        raise ValueError(f"{type(entry_node).__name__} does not say how many points its batch holds")
+    per_scene = expected(scene_points)
+    views = ViewPoints({k: v * scenes for k, v in per_scene.points.items()})
+    with torch.device("meta"):
+        module = StepModule(program)
+    static = 0.0
+    for name, sub in module.nodes.items():
+        per_param = 16.0 if name in program.trainable else 4.0
+        static += per_param * sum(p.numel() for p in sub.parameters())
+    sizes: dict[tuple[str, str], object] = {}
+    if program.entry is not None:
+        sizes[program.entry] = views
+    saved, transient, unmodelled = {}, {}, []
+    for step in program.steps:
+        inputs = {port: _input(module, sizes, src, src_port) for port, src, src_port in step.inputs}
+        own = module.nodes[step.name] if step.name in module.nodes else None  # noqa: SIM401 (ModuleDict has no get)
+        mem = step.node.memory(own, inputs)
+        if mem is None:
+            if _has_data_inputs(inputs):
+                unmodelled.append(step.name)
+            mem = NodeMemory()
+        saved[step.name], transient[step.name] = mem.saved, mem.transient
+        sizes.update({(step.name, port): size for port, size in mem.outputs.items()})
+    return MemoryEstimate(scenes, scene_points, sum(views.points.values()), static, saved, transient, tuple(unmodelled))
+
+
+def _input(module, sizes: dict, src: str, src_port: str):
+    if (src, src_port) in sizes:
+        return sizes[(src, src_port)]
+    return module.nodes[src] if src in module.nodes else None  # noqa: SIM401
+
+
+def _has_data_inputs(inputs: Mapping[str, object]) -> bool:
+    """Whether a node reads data (sizes or unknown), not only modules: a module provider has nothing to model."""
+    return any(not isinstance(v, torch.nn.Module) for v in inputs.values())
+
+
+def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | None = None) -> list[str]:
+    """``pcdag plan``'s memory lines: the estimate at the graph's ``batch_per_device`` (or ``scenes``), with the
+    store's mean scene size (or ``scene_points``), and the most scenes that fit this GPU and an H100."""
+    if plan.device is None or plan.device.entry is None:
+        return []
+    scenes = scenes or (plan.train.batch_per_device if plan.train is not None else 1)
+    where = "given"
+    if scene_points is None:
+        scene_points, where = _store_scene_points(plan)
+    try:
+        estimate = estimate_memory(plan.device, plan.node(plan.device.entry[0]), scenes, scene_points)
+    except (ValueError, RuntimeError, NotImplementedError) as exc:
+        return [f"memory: not estimated ({exc})"]
+    device, capacity = "", None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        device, capacity = f"this GPU ({props.name}, {props.total_memory / GIB:.0f} GiB)", float(props.total_memory)
+    lines = estimate.lines(capacity, device)
+    lines[0] += f"; scene size {where}"
+    lines.append(
+        "  calibrated on an nvidia-h200 to within −16 %…+18 % (pcdag/compiler/memory.py); "
+        "`--set NODE.checkpoint=true` on a PointTransformerV3 keeps ~1/12 of its activations"
+    )
+    return lines
+
+
+def _store_scene_points(plan) -> tuple[float, str]:
+    """Mean points per scene of the store the loader reads, or 100,000 when there is none to read."""
+    from pcdag.runtime.store import SceneStore
+
+    for bound in plan.bound.values():
+        node = bound.node
+        if node is None or not hasattr(node, "data_splits") or not hasattr(node.params, "path"):
+            continue
+        try:
+            entries = SceneStore(node.params.path).current(node.data_splits())
+        except (OSError, ValueError):
+            continue
+        if entries:
+            mean = sum(e.n_points for e in entries) / len(entries)
+            return mean, f"the mean of {len(entries)} scenes in {node.params.path}"
+    return 100_000.0, "assumed (100,000 points; no store to read: `--scene-points N`)"
