@@ -168,9 +168,9 @@ class ClusteringLoss(DeviceNode):
 
     def memory(self, module: nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
         """Per matched pair (about one per student row), bf16 autocast: the student head keeps its input (2·C),
-        the MLP hidden twice (2·2·h), the embedding (6·e), the log-softmax and the targets (8·K; counted with
-        saved-tensor hooks, bf16 autocast, within 1 %); the
-        teacher head and Sinkhorn hold ~(2·h + 16·K) per pair while they run."""
+        the MLP hidden twice (2·2·h), the embedding (6·e), the log-softmax and the targets (8·K); counted with
+        saved-tensor hooks under bf16 autocast, within 1 %. The teacher head and Sinkhorn hold ~(2·h + 16·K)
+        per pair while they run."""
         student, head = inputs["student"], inputs["head"]
         if not isinstance(student, FeatureRows) or not hasattr(head, "mlp"):
             return None
