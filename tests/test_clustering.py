@@ -445,3 +445,39 @@ def test_loss_schedules_follow_progress() -> None:
         ctx = _ctx(step)
         out = node.forward(ctx, node.build({}), student=student, teacher=teacher, head=heads[0], teacher_head=heads[1])
         assert ctx.metrics["t_teacher"] == pytest.approx(tau) and out["loss"].weight == pytest.approx(weight)
+
+
+def test_checkpointed_head_gives_the_plain_loss_and_gradients_and_keeps_less() -> None:
+    torch.manual_seed(0)
+    plain = ClusteringHeadModule(24, hidden=64, embed=8, prototypes=16)
+    cp = ClusteringHeadModule(24, hidden=64, embed=8, prototypes=16, checkpoint=True)
+    cp.load_state_dict(plain.state_dict())
+    feat = torch.randn(50, 24)
+    results, kept = [], []
+    for head in (plain, cp):
+        x = feat.clone().requires_grad_(True)
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = head(x).logsumexp(-1).mean()
+        loss.backward()
+        results.append((loss.detach(), x.grad, [p.grad for p in head.parameters()]))
+        kept.append(sum(seen.values()))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    for a, b in zip(results[0][2], results[1][2], strict=True):
+        torch.testing.assert_close(a, b)
+    assert kept[1] < kept[0] / 2  # the hidden activations [50, 64] are not kept (their input and weights are)
+
+
+def test_checkpointed_head_runs_plainly_without_grad(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = ClusteringHeadModule(6, hidden=8, embed=4, prototypes=5, checkpoint=True)
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: pytest.fail("checkpoint called"))
+    with torch.no_grad():
+        head(torch.randn(3, 6))
+    head.eval()
+    head(torch.randn(3, 6))

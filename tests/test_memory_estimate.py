@@ -61,6 +61,17 @@ def test_checkpointing_cuts_the_students_activations_only() -> None:
     assert cp.max_scenes(78 * 2**30) > plain.max_scenes(78 * 2**30)
 
 
+def test_checkpointed_heads_keep_less_per_pair() -> None:
+    plan, entry = lam3c()
+    plain = estimate_memory(plan.device, entry, 2, 45_000)
+    sets = ("mask_head.checkpoint=true", "unmask_head.checkpoint=true")
+    plan_cp, entry_cp = lam3c("base", *sets)
+    cp = estimate_memory(plan_cp.device, entry_cp, 2, 45_000)
+    for loss in ("mask", "roll", "unmask"):
+        assert cp.saved[loss] < 0.8 * plain.saved[loss]
+    assert cp.saved["student_masked"] == plain.saved["student_masked"]
+
+
 def test_most_scenes_that_fit_is_the_boundary() -> None:
     plan, entry = lam3c()
     estimate = estimate_memory(plan.device, entry, 2, 45_000)

@@ -14,6 +14,10 @@ dict maps onto this module as (``pointcept_state`` does it):
     prototype.parametrizations.weight.original1  (torch ≥ 2.1)    → prototype.weight   (the direction v)
     prototype.weight_v                           (older torch)    → prototype.weight
     prototype.parametrizations.weight.original0 / prototype.weight_g   (the magnitude g, [K, 1], all 1) → dropped
+
+``checkpoint``: in training with grad enabled the MLP runs under activation checkpointing: it keeps its float32
+input [M, C] instead of its bf16 input and two hidden activations [M, hidden] (4·hidden bytes a row, 16 kB at
+hidden 4096), and runs once more in the backward. The teacher's copy (eval, no grad) runs plainly.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from typing import Any
 import attrs
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import FieldEffect, In, Out, effect
-from pcdag.graphs.params import integer, param
+from pcdag.graphs.params import integer, one_of, param
 from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
 from pcdag.nodes.heads.width import input_width
@@ -40,8 +45,11 @@ _DIRECTION_KEYS = ("prototype.parametrizations.weight.original1", "prototype.wei
 class ClusteringHeadModule(nn.Module):
     """MLP → L2-normalised embedding → cosine logits against unit-norm prototypes."""
 
-    def __init__(self, in_channels: int, hidden: int = 4096, embed: int = 256, prototypes: int = 4096) -> None:
+    def __init__(
+        self, in_channels: int, hidden: int = 4096, embed: int = 256, prototypes: int = 4096, checkpoint: bool = False
+    ) -> None:
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.GELU(), nn.Linear(hidden, embed))
         self.prototype = nn.Linear(embed, prototypes, bias=False)  # rows normalised in forward
         for layer in (self.mlp[0], self.mlp[2]):
@@ -54,7 +62,10 @@ class ClusteringHeadModule(nn.Module):
 
     def embed(self, feat: torch.Tensor) -> torch.Tensor:
         """``[M, C]`` → unit embeddings ``[M, embed]`` (normalised in float32)."""
-        z = self.mlp(feat)
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            z = torch.utils.checkpoint.checkpoint(self.mlp, feat, use_reentrant=False)  # [M, embed]
+        else:
+            z = self.mlp(feat)  # [M, embed]
         return F.normalize(z.float(), dim=-1, eps=1e-12)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
@@ -90,6 +101,9 @@ class ClusteringHead(DeviceNode):
         embed: int = param(256, integer(1, 1 << 14), doc="embedding width (L2-normalised)")
         prototypes: int = param(4096, integer(1, 1 << 17), doc="number of unit-norm prototypes K")
         in_channels: int = param(0, integer(0, 1 << 16), doc="input feature width; 0 = the backbone's out_channels")
+        checkpoint: bool = param(
+            False, one_of(False, True), doc="recompute the MLP in the backward (less memory)", cache=False
+        )
 
     def fields(self) -> FieldEffect:
         return effect()
@@ -97,7 +111,7 @@ class ClusteringHead(DeviceNode):
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
         p = self.params
         return ClusteringHeadModule(
-            input_width(self.type_name(), p.in_channels, inputs), p.hidden, p.embed, p.prototypes
+            input_width(self.type_name(), p.in_channels, inputs), p.hidden, p.embed, p.prototypes, p.checkpoint
         )
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:

@@ -169,12 +169,14 @@ class ClusteringLoss(DeviceNode):
     def memory(self, module: nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
         """Per matched pair (about one per student row), bf16 autocast: the student head keeps its input (2·C),
         the MLP hidden twice (2·2·h), the embedding (6·e), the log-softmax and the targets (8·K); counted with
-        saved-tensor hooks under bf16 autocast, within 1 %. The teacher head and Sinkhorn hold ~(2·h + 16·K)
-        per pair while they run."""
+        saved-tensor hooks under bf16 autocast, within 1 %. A checkpointed head keeps its float32 input (4·C)
+        instead of its input and hidden, and re-makes the hidden (4·h) in the backward. The teacher head and
+        Sinkhorn hold ~(2·h + 16·K) per pair while they run."""
         student, head = inputs["student"], inputs["head"]
         if not isinstance(student, FeatureRows) or not hasattr(head, "mlp"):
             return None
         hidden, embed = head.mlp[0].weight.shape[0], head.mlp[2].weight.shape[0]
         k, pairs = head.out_channels, student.points
-        saved = pairs * (2 * student.channels + 4 * hidden + 6 * embed + 8 * k)
+        mlp = 4 * student.channels if getattr(head, "checkpoint", False) else 2 * student.channels + 4 * hidden
+        saved = pairs * (mlp + 6 * embed + 8 * k)
         return NodeMemory(saved=saved, transient=pairs * (2 * hidden + 16 * k))
