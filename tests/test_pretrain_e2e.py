@@ -92,3 +92,24 @@ def test_a_checkpoint_of_another_preset_is_refused(store: Path, tmp_path: Path) 
     done = subprocess.run(other, capture_output=True, text=True)
     assert done.returncode == 1
     assert "laplacian.semantics: 'paper' → 'reference'" in done.stderr
+
+
+def test_memory_saving_path_trains_exactly_like_the_plain_one(store: Path, tmp_path: Path) -> None:
+    """Issue 6's numerics check on a real training run: the student backbone and both clustering heads
+    checkpointed (recomputed in the backward) give the plain run's losses, every term, and its weights."""
+    switches = ["student.checkpoint=true", "mask_head.checkpoint=true", "unmask_head.checkpoint=true"]
+    runs = {"plain": [], "checkpointed": [arg for s in switches for arg in ("--set", s)]}
+    for name, extra in runs.items():
+        args = train_cmd("lam3c.yaml", store, tmp_path / name, "--stop-after", "3", *extra)
+        assert main(args[3:]) == 0
+    plain, cp = (read_metrics(tmp_path / name / "metrics.jsonl") for name in runs)
+    assert len(plain) == len(cp) == 3
+    for a, b in zip(plain, cp, strict=True):
+        for key in ("loss", "loss/mask", "loss/roll", "loss/unmask", "loss/laplacian", "loss/consistency"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    weights = [
+        torch.load(list_checkpoints(tmp_path / n / "checkpoints")[-1][1], weights_only=True)["modules"] for n in runs
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=1e-4, atol=1e-6, msg=key)
