@@ -93,13 +93,22 @@ class PatchAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels, bias=qkv_bias)
         self.proj = nn.Linear(channels, channels)
 
-    def forward(self, feat: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, plan: PatchPlan) -> torch.Tensor:
+    def forward(
+        self, feat: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, plan: PatchPlan, rows=None
+    ) -> torch.Tensor:
         """``feat`` [N, C] in point order; ``order`` [N] point at each serialised position, ``inverse`` [N] its
-        inverse (position of each point). Returns [N, C] in point order."""
+        inverse (position of each point). Returns [N, C] in point order. ``rows``: ``patch_rows(plan, order,
+        inverse)`` when the caller keeps it (every block of a level on the same order shares it)."""
         n_seq, length = plan.gather.shape
         heads, dim = self.num_heads, self.channels // self.num_heads
-        qkv = self.qkv(feat).index_select(0, order[plan.gather].flatten())  # [S * L, 3C]
+        slot_rows, point_slots = patch_rows(plan, order, inverse) if rows is None else rows
+        qkv = self.qkv(feat).index_select(0, slot_rows)  # [S * L, 3C]
         q, k, v = qkv.view(n_seq, length, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [S, H, L, D]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.key_mask, scale=self.scale)  # [S, H, L, D]
         out = out.transpose(1, 2).reshape(n_seq * length, self.channels)  # [S * L, C]
-        return self.proj(out.index_select(0, plan.scatter[inverse]))  # [N, C]
+        return self.proj(out.index_select(0, point_slots))  # [N, C]
+
+
+def patch_rows(plan: PatchPlan, order: torch.Tensor, inverse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(point row of every slot [S * L], slot of every point [N]) for one serialisation order."""
+    return order[plan.gather].flatten(), plan.scatter[inverse]

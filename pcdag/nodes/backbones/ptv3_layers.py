@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcdag.nodes.backbones.attention import PatchAttention, PatchPlan, patch_plan
+from pcdag.nodes.backbones.attention import PatchAttention, PatchPlan, patch_plan, patch_rows
 from pcdag.nodes.backbones.segment import segment_max, segment_mean
 from pcdag.nodes.backbones.serialization import depth_for, encode
 from pcdag.nodes.backbones.sparse_conv import SubMConv3d
@@ -34,11 +34,19 @@ class Level:
     inverse: torch.Tensor | None = None  # [N_previous level] row here of every point of the level above
     conv_cache: dict = attrs.field(factory=dict)  # shared by the xCPE convolutions of this level
     plans: dict[int, PatchPlan] = attrs.field(factory=dict)  # patch size -> plan
+    rows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = attrs.field(factory=dict)  # (order, patch)
 
     def plan(self, patch_size: int) -> PatchPlan:
         if patch_size not in self.plans:
             self.plans[patch_size] = patch_plan(self.offset, self.counts, patch_size)
         return self.plans[patch_size]
+
+    def patch_rows(self, order_slot: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``attention.patch_rows`` of one order, made once per level and shared by its blocks on that order."""
+        key = (order_slot, patch_size)
+        if key not in self.rows:
+            self.rows[key] = patch_rows(self.plan(patch_size), *self.orders[order_slot])
+        return self.rows[key]
 
 
 def serialise(
@@ -134,8 +142,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, level: Level, order_slot: int) -> torch.Tensor:
         order, inverse = level.orders[order_slot]
+        plan, rows = level.plan(self.patch_size), level.patch_rows(order_slot, self.patch_size)
         x = x + self.cpe(x, level)  # [N, C]
-        x = x + self.drop_path(self.attn(self.norm1(x), order, inverse, level.plan(self.patch_size)))
+        x = x + self.drop_path(self.attn(self.norm1(x), order, inverse, plan, rows))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
