@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--preset", default=None, help="graph preset (default: the graph's own settings)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
+    ap.add_argument("--top", type=int, default=12, help="functions to list")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -83,7 +85,7 @@ def main() -> None:
     }
     print(json.dumps(out))
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(12)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
 
 
 if __name__ == "__main__":

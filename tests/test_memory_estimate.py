@@ -13,7 +13,7 @@ import torch
 
 from pcdag.cli import _load
 from pcdag.compiler import compile_graph
-from pcdag.compiler.memory import CALIBRATION, estimate_memory
+from pcdag.compiler.memory import CALIBRATION, estimate_memory, memory_warning
 from pcdag.graphs.batch import PointBatch
 from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 from pcdag.nodes.backbones.ptv3_memory import encoder_memory
@@ -80,6 +80,15 @@ def test_most_scenes_that_fit_is_the_boundary() -> None:
     at = (estimate_memory(plan.device, entry, s, 45_000).peak for s in (k, k + 1))
     assert next(at) <= capacity < next(at)
     assert estimate.max_scenes(estimate.static) == 0
+
+
+def test_training_warns_when_the_batch_will_not_fit() -> None:
+    plan, _ = lam3c("base", "store.path=/nonexistent")  # no store: 100,000-point scenes assumed
+    assert memory_warning(plan, 200 * 2**30) is None
+    text = memory_warning(plan, 30 * 2**30)
+    assert text is not None and "more than this GPU's 30.0 GiB" in text
+    assert "settings.train.batch_per_device=1 is estimated to fit" in text
+    assert "no batch is estimated to fit" in memory_warning(plan, 3 * 2**30)
 
 
 def test_nodes_without_a_model_are_named_not_counted(tmp_path: Path) -> None:

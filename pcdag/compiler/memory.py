@@ -162,3 +162,25 @@ def _store_scene_points(plan) -> tuple[float, str]:
             mean = sum(e.n_points for e in entries) / len(entries)
             return mean, f"the mean of {len(entries)} scenes in {node.params.path}"
     return 100_000.0, "assumed (100,000 points; no store to read: `--scene-points N`)"
+
+
+def memory_warning(plan, capacity: float) -> str | None:
+    """A warning when the step's estimated peak at the graph's ``batch_per_device`` exceeds ``capacity`` bytes
+    (the trainer prints it before the first step on a GPU), else None."""
+    if plan.device is None or plan.device.entry is None or plan.train is None:
+        return None
+    scene_points, _ = _store_scene_points(plan)
+    try:
+        est = estimate_memory(plan.device, plan.node(plan.device.entry[0]), plan.train.batch_per_device, scene_points)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return None
+    if est.peak <= capacity:
+        return None
+    fits = est.max_scenes(capacity)
+    advice = f"settings.train.batch_per_device={fits} is estimated to fit" if fits else "no batch is estimated to fit"
+    return (
+        f"warning: the training step is estimated at {est.peak / GIB:.1f} GiB of GPU memory, more than this GPU's "
+        f"{capacity / GIB:.1f} GiB (the estimate is within about −16 %…+18 %): expect an out-of-memory error. "
+        f"{advice}; `checkpoint: true` on the backbone and the clustering heads trades time for memory "
+        "(`pcdag plan` shows the estimate)"
+    )

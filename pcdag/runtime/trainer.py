@@ -186,6 +186,12 @@ class _Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "graph.yaml", dumps_graph(self.plan.graph))
         atomic_write_text(self.run_dir / "plan.txt", self.plan.render(scene_counts=False) + "\n")
+        if self.d.device.type == "cuda":
+            from pcdag.compiler.memory import memory_warning
+
+            warning = memory_warning(self.plan, torch.cuda.get_device_properties(self.d.device).total_memory)
+            if warning:
+                print(warning, file=sys.stderr)
 
     # ------------------------------------------------------------------ the loop
     def loop(self, stop_after: int | None) -> TrainResult:
