@@ -207,7 +207,11 @@ def tile_weight(xy: np.ndarray, box: np.ndarray, overlap: float) -> np.ndarray:
     """``[n]`` float64 blending weight: ``min(1, d / overlap)`` inside (d = distance to the nearest border), 0
     outside; with ``overlap = 0`` 1 inside."""
     d = border_distance(xy, box)  # [n]
-    w = np.ones_like(d) if overlap <= 0 else np.clip(d / overlap, 0.0, 1.0)
+    if overlap <= 0:
+        w = np.ones_like(d)
+    else:
+        with np.errstate(over="ignore"):  # an overlap near 0: d / overlap overflows to inf, clipped to 1
+            w = np.clip(d / overlap, 0.0, 1.0)
     return np.where(d >= 0, w, 0.0)
 
 
