@@ -98,6 +98,7 @@ def test_nodes_without_a_model_are_named_not_counted(tmp_path: Path) -> None:
     assert all(estimate.saved[name] == 0 for name in estimate.unmodelled)
     text = "\n".join(estimate.lines())
     assert "not modelled (not counted)" in text and estimate.unmodelled[0] in text
+    assert "at most, as the nodes above are not counted" in text
 
 
 def _saved_bytes(fn) -> int:

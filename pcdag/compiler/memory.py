@@ -65,15 +65,17 @@ class MemoryEstimate:
             f"{self.static / GIB:.1f} GiB (weights, gradients, AdamW) + {CALIBRATION:g} × activations "
             f"{self.activations / GIB:.1f} GiB"
         ]
-        biggest = sorted(self.saved.items(), key=lambda kv: -kv[1])[:4]
+        biggest = [kv for kv in sorted(self.saved.items(), key=lambda kv: -kv[1]) if kv[1] > 0][:4]
         out.append("  largest saved activations: " + ", ".join(f"{n} {b / GIB:.1f} GiB" for n, b in biggest))
+        bound = ""
         if self.unmodelled:
             out.append(f"  not modelled (not counted): {', '.join(self.unmodelled)}")
+            bound = "; at most, as the nodes above are not counted"
         for name, cap in ((device, capacity), ("an H100 (78 GiB)", H100_BYTES)):
             if cap is not None and name:
                 scenes = self.max_scenes(cap)
                 points = scenes * self.view_points / self.scenes
-                out.append(f"  fits {name}: up to {scenes} scenes per forward (~{points:,.0f} view points)")
+                out.append(f"  fits {name}: up to {scenes} scenes per forward (~{points:,.0f} view points{bound})")
         return out
 
 
@@ -142,7 +144,7 @@ def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | Non
     lines[0] += f"; scene size {where}"
     lines.append(
         "  calibrated on an nvidia-h200 to within −16 %…+18 % (pcdag/compiler/memory.py); "
-        "`--set NODE.checkpoint=true` on a PointTransformerV3 keeps ~1/12 of its activations"
+        "`checkpoint: true` on PointTransformerV3 and ClusteringHead nodes trades time for memory"
     )
     return lines
 
