@@ -22,6 +22,8 @@ from typing import Any
 
 import attrs
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.ndimage import uniform_filter1d
 
 from pcdag.graphs.cloud import CloudError
@@ -53,23 +55,17 @@ def trilinear(field: np.ndarray, origin: np.ndarray, spacing: float, xyz: np.nda
     """Trilinear interpolation of a node ``field`` ``[C, gx, gy, gz]`` at points ``xyz`` ``[3, n]`` -> ``[C, n]``.
 
     Node ``(i, j, k)`` sits at ``origin + (i, j, k) · spacing``; points outside the grid are clamped onto it.
+    One ``torch.nn.functional.grid_sample`` call (``align_corners`` puts the nodes at -1 … 1, ``border`` clamps):
+    the LAM3C loader took 57.3 against 66.4 ms of CPU per scene with eight vectorised NumPy gathers instead (means
+    of 7 alternating runs, one core; bench/README.md); the values agree to float32 rounding.
     """
-    dims = field.shape[1:]  # (gx, gy, gz)
-    pos = ((xyz - origin.astype(xyz.dtype)[:, None]) / spacing).astype(np.float32, copy=False)  # [3, n] node units
-    cell = np.floor(pos)  # [3, n] lower corner of the enclosing cell
-    cell = np.clip(cell, 0, np.array(dims, dtype=np.float32)[:, None] - 2)
-    upper = np.clip(pos - cell, 0, 1)  # [3, n] weights of the upper corner along each axis
-    sides = (1 - upper, upper)  # [3, n] each: weights of the lower / upper corner
-    stride = (dims[1] * dims[2], dims[2], 1)  # flat index step along x, y, z
-    base = np.dot(stride, cell.astype(np.intp))  # [n] flat index of the lower corner
-    flat = field.reshape(len(field), -1)  # [C, G]
-    out = np.zeros((len(field), xyz.shape[1]), dtype=np.float32)  # [C, n]
-    for dx, dy in np.ndindex(2, 2):  # 8 corners, each one vectorised gather over all points
-        wxy = sides[dx][0] * sides[dy][1]  # [n]
-        for dz in (0, 1):
-            node = base + (dx * stride[0] + dy * stride[1] + dz)  # [n]
-            out += (wxy * sides[dz][2]) * np.take(flat, node, axis=1)
-    return out
+    dims = np.array(field.shape[1:], dtype=np.float32)  # (gx, gy, gz)
+    scale = (2.0 / (spacing * (dims - 1))).astype(np.float32)  # [3] metres -> grid_sample's [-1, 1]
+    norm = (xyz - origin.astype(np.float32)[:, None]) * scale[:, None] - 1  # [3, n]
+    grid = torch.from_numpy(np.ascontiguousarray(norm[::-1].T, dtype=np.float32))  # [n, 3] as (z, y, x)
+    volume = torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None]  # [1, C, gx, gy, gz]
+    out = F.grid_sample(volume, grid.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(len(field), -1).numpy()  # [C, n]
 
 
 def elastic_displacement(xyz: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator) -> np.ndarray:
