@@ -58,13 +58,13 @@ def trilinear(field: np.ndarray, origin: np.ndarray, spacing: float, xyz: np.nda
 
     Computed as two bilinear samples and a linear step along z: the z slices are laid side by side into one
     image ``[C, gx, gz · gy]`` (slice k occupies columns k·gy … k·gy + gy − 1), each point is sampled in its two
-    slices k0 and k0 + 1 by one 2-D ``torch.nn.functional.grid_sample`` call (``align_corners``; bilinear inside
-    a slice never reaches the next one, as the in-slice coordinate is clamped to gy − 1), and the two are
-    blended with weight ``k − k0``. torch's 2-D kernel is vectorised and its 3-D one is not: 2.5–2.8× faster
-    than one 3-D ``grid_sample`` (in the LAM3C loader 16.7 → 8.8 ms per scene, profiled on one core), which was
-    itself faster than eight NumPy gathers (bench/README.md). The grid
-    coordinates are float32 over the whole image width, so values agree with exact trilinear interpolation to
-    ~1e-5 of the field's node-to-node differences.
+    slices k0 and k0 + 1 by one 2-D ``torch.nn.functional.grid_sample`` call (``align_corners``), and the two are
+    blended with weight ``k − k0``. The in-slice coordinate is clamped to gy − 1, so the bilinear step reaches
+    the next slice only through float32 rounding of the grid coordinates (which span the whole image width):
+    values agree with exact trilinear interpolation to ~1e-5 of the field's node-to-node differences.
+    torch's 2-D CPU kernel is vectorised and its 3-D one is not: 2.5–2.8× faster than one 3-D ``grid_sample``
+    (in the LAM3C loader 16.7 → 8.8 ms per scene, profiled on one core), which was itself faster than eight
+    NumPy gathers (bench/README.md).
     """
     c, gx, gy, gz = field.shape
     if min(gx, gy, gz) < 2:
