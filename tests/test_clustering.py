@@ -20,6 +20,7 @@ from pcdag.graphs.params import ParamError
 from pcdag.nodes.heads.clustering_head import ClusteringHead, ClusteringHeadModule
 from pcdag.nodes.heads.clustering_loss import ClusteringLoss, view_pairs
 from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
+from pcdag.testing.autograd import saved_bytes
 from pcdag.testing.network import free_port
 
 # --------------------------------------------------------------------------------------------- references
@@ -456,17 +457,10 @@ def test_checkpointed_head_gives_the_plain_loss_and_gradients_and_keeps_less() -
     results, kept = [], []
     for head in (plain, cp):
         x = feat.clone().requires_grad_(True)
-        seen: dict[int, int] = {}
-
-        def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = head(x).logsumexp(-1).mean()
+        loss, n_bytes = saved_bytes(lambda head=head, x=x: head(x).logsumexp(-1).mean())
         loss.backward()
         results.append((loss.detach(), x.grad, [p.grad for p in head.parameters()]))
-        kept.append(sum(seen.values()))
+        kept.append(n_bytes)
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
     for a, b in zip(results[0][2], results[1][2], strict=True):

@@ -18,6 +18,7 @@ from pcdag.graphs.batch import PointBatch
 from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 from pcdag.nodes.backbones.ptv3_memory import encoder_memory
 from pcdag.runtime.step import StepModule
+from pcdag.testing.autograd import saved_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,19 +102,6 @@ def test_nodes_without_a_model_are_named_not_counted(tmp_path: Path) -> None:
     assert "at most, as the nodes above are not counted" in text
 
 
-def _saved_bytes(fn) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def _level_ratios(grid: np.ndarray) -> list[float]:
     counts = [len(np.unique(grid // 2**s, axis=0)) for s in range(5)]
     return [c / counts[0] for c in counts]
@@ -135,7 +123,7 @@ def _kept_by_autograd(checkpoint: bool) -> tuple[int, float]:
     config = PTv3Config.preset("tiny", backend="torch", drop_path=0.0, checkpoint=checkpoint)
     module = PointTransformerV3Module(config).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        measured = _saved_bytes(lambda: module(batch))
+        _, measured = saved_bytes(lambda: module(batch))
     weights = sum(p.numel() * 2 for p in module.parameters())  # bf16 copies autocast saves
     modelled, _, _ = encoder_memory(config, len(grid), True, _level_ratios(grid))
     return measured - weights, modelled.saved

@@ -14,6 +14,7 @@ from pcdag.graphs.batch import PointBatch
 from pcdag.graphs.params import ParamError
 from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 from pcdag.runtime import checkpoint as ckpt
+from pcdag.testing.autograd import saved_bytes
 
 
 def room_points(counts: list[int], seed: int, extent: float = 1.5) -> PointBatch:
@@ -29,20 +30,6 @@ def room_points(counts: list[int], seed: int, extent: float = 1.5) -> PointBatch
 def build(checkpoint: bool, **overrides) -> PointTransformerV3Module:
     torch.manual_seed(0)  # the same initial weights whatever ``checkpoint`` is
     return PointTransformerV3Module(PTv3Config.preset("tiny", checkpoint=checkpoint, **overrides))
-
-
-def saved_bytes(fn):
-    """``fn()`` and the bytes of the distinct storages autograd saved for backward while it ran."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(storages.values())
 
 
 def train_step(module: PointTransformerV3Module, points) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:

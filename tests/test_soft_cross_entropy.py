@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcdag.nodes.heads.soft_cross_entropy import soft_cross_entropy
+from pcdag.testing.autograd import saved_bytes
 
 
 def plain(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -50,24 +51,12 @@ def test_one_hot_targets_give_minus_log_probability_and_perfect_logits_lower_it(
     assert soft_cross_entropy(logits * 10, targets[:1].expand(2, 3), 1.0)[0] < got[0]
 
 
-def _saved(fn) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def test_bf16_logits_keep_six_bytes_an_entry_instead_of_eight_and_get_a_bf16_gradient() -> None:
     rows, k = 64, 256
     logits = torch.randn(rows, k).bfloat16().requires_grad_(True)
     targets = torch.softmax(torch.randn(rows, k), -1)
-    ours = _saved(lambda: soft_cross_entropy(logits, targets, 0.1))
-    theirs = _saved(lambda: plain(logits, targets, 0.1))
+    _, ours = saved_bytes(lambda: soft_cross_entropy(logits, targets, 0.1))
+    _, theirs = saved_bytes(lambda: plain(logits, targets, 0.1))
     assert ours == pytest.approx(6 * rows * k, rel=0.05) and theirs == pytest.approx(8 * rows * k, rel=0.05)
     loss = soft_cross_entropy(logits, targets, 0.1).sum()
     (grad,) = torch.autograd.grad(loss, logits)
