@@ -30,6 +30,7 @@ from pcdag.graphs.memory import NodeMemory, ViewPoints
 
 GIB = 2.0**30
 CALIBRATION = 1.3
+ACCURACY = "−16 %…+18 %"  # the estimates against the calibration measurements (module docstring)
 H100_BYTES = 78 * GIB  # what torch reports as total on an 80 GB H100 (issue 6's "78 GiB")
 
 
@@ -123,19 +124,30 @@ def _has_data_inputs(inputs: Mapping[str, object]) -> bool:
     return any(not isinstance(v, torch.nn.Module) for v in inputs.values())
 
 
-def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | None = None) -> list[str]:
-    """``pcdag plan``'s memory lines: the estimate at the graph's ``batch_per_device`` (or ``scenes``), with the
-    store's mean scene size (or ``scene_points``), and the most scenes that fit this GPU and an H100."""
+def plan_estimate(
+    plan, scenes: int | None = None, scene_points: float | None = None
+) -> tuple[MemoryEstimate, str] | None:
+    """``(estimate, where the scene size came from)`` for a compiled plan: ``scenes`` per forward (default the
+    graph's ``batch_per_device``) of ``scene_points`` (default the store's mean scene); None without a training
+    step. Raises what ``estimate_memory`` raises."""
     if plan.device is None or plan.device.entry is None:
-        return []
+        return None
     scenes = scenes or (plan.train.batch_per_device if plan.train is not None else 1)
     where = "given"
     if scene_points is None:
         scene_points, where = _store_scene_points(plan)
+    return estimate_memory(plan.device, plan.node(plan.device.entry[0]), scenes, scene_points), where
+
+
+def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | None = None) -> list[str]:
+    """``pcdag plan``'s memory lines: ``plan_estimate`` and the most scenes that fit this GPU and an H100."""
     try:
-        estimate = estimate_memory(plan.device, plan.node(plan.device.entry[0]), scenes, scene_points)
+        made = plan_estimate(plan, scenes, scene_points)
     except (ValueError, RuntimeError, NotImplementedError) as exc:
         return [f"memory: not estimated ({exc})"]
+    if made is None:
+        return []
+    estimate, where = made
     device, capacity = "", None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -143,7 +155,7 @@ def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | Non
     lines = estimate.lines(capacity, device)
     lines[0] += f"; scene size {where}"
     lines.append(
-        "  calibrated on an nvidia-h200 to within −16 %…+18 % (pcdag/compiler/memory.py); "
+        f"  calibrated on an nvidia-h200 to within {ACCURACY} (pcdag/compiler/memory.py); "
         "`checkpoint: true` on PointTransformerV3 and ClusteringHead nodes trades time for memory"
     )
     return lines
@@ -170,20 +182,20 @@ def _store_scene_points(plan) -> tuple[float, str]:
 def memory_warning(plan, capacity: float) -> str | None:
     """A warning when the step's estimated peak at the graph's ``batch_per_device`` exceeds ``capacity`` bytes
     (the trainer prints it before the first step on a GPU), else None."""
-    if plan.device is None or plan.device.entry is None or plan.train is None:
+    if plan.train is None:
         return None
-    scene_points, _ = _store_scene_points(plan)
     try:
-        est = estimate_memory(plan.device, plan.node(plan.device.entry[0]), plan.train.batch_per_device, scene_points)
+        made = plan_estimate(plan)
     except (ValueError, RuntimeError, NotImplementedError):
         return None
-    if est.peak <= capacity:
+    if made is None or made[0].peak <= capacity:
         return None
+    est = made[0]
     fits = est.max_scenes(capacity)
     advice = f"settings.train.batch_per_device={fits} is estimated to fit" if fits else "no batch is estimated to fit"
     return (
         f"warning: the training step is estimated at {est.peak / GIB:.1f} GiB of GPU memory, more than this GPU's "
-        f"{capacity / GIB:.1f} GiB (the estimate is within about −16 %…+18 %): expect an out-of-memory error. "
+        f"{capacity / GIB:.1f} GiB (the estimate is within about {ACCURACY}): expect an out-of-memory error. "
         f"{advice}; `checkpoint: true` on the backbone and the clustering heads trades time for memory "
         "(`pcdag plan` shows the estimate)"
     )
