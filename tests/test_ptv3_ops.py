@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 
 import numpy as np
@@ -13,7 +12,13 @@ from hypothesis import strategies as st
 
 from pcdag.nodes.backbones.segment import segment_max, segment_mean, segment_sum
 from pcdag.nodes.backbones.serialization import ORDERS, decode, depth_for, encode
-from pcdag.nodes.backbones.sparse_conv import SubMConv3d, kernel_offsets, neighbour_map, spconv_available
+from pcdag.nodes.backbones.sparse_conv import (
+    SubMConv3d,
+    _one_thread_on_cpu,
+    kernel_offsets,
+    neighbour_map,
+    spconv_available,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -283,16 +288,6 @@ def test_one_hot_kernels_move_features_by_their_offset(spconv):
             assert out.tolist() == expected, (backend, k, off)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_state_dict_matches_spconv_module(spconv):
     torch.manual_seed(0)
     grid = torch.unique(torch.randint(0, 6, (150, 3)), dim=0)  # dense neighbourhoods
@@ -303,7 +298,7 @@ def test_state_dict_matches_spconv_module(spconv):
     feat = torch.randn(len(grid), 5)
     indices = torch.cat([batch[:, None], grid], 1).int()
     with torch.no_grad():
-        with _one_thread():  # spconv's own module races on several CPU threads (see the test below)
+        with _one_thread_on_cpu(feat.device):  # spconv's own module races on several CPU threads (test below)
             expected = reference(spconv.SparseConvTensor(feat, indices, [6, 6, 6], 2)).features
         torch.testing.assert_close(conv(feat, grid, batch), expected, atol=1e-5, rtol=1e-5)
 
