@@ -43,9 +43,6 @@ def encoder_memory(config, points: float, grad: bool, ratios: Sequence[float]) -
     depths, channels = list(config.enc_depths), list(config.enc_channels)
     n = level_points(points, ratios, len(depths))
     block = BLOCK_BYTES_PER_CHANNEL + (TORCH_CONV_BYTES_PER_CHANNEL if config.backend == "torch" else 0.0)
-    kept = block
-    if getattr(config, "checkpoint", False) and grad:
-        kept = CHECKPOINT_BYTES_PER_CHANNEL
     per_level = [n[s] * depths[s] * channels[s] for s in range(len(depths))]  # point-channels × blocks
     if config.mode == "encoder-decoder":
         for s, (d, c) in enumerate(zip(config.dec_depths, config.dec_channels, strict=True)):
@@ -59,6 +56,9 @@ def encoder_memory(config, points: float, grad: bool, ratios: Sequence[float]) -
     output = out_rows * out_channels * 4.0
     if not grad:
         return NodeMemory(saved=output, transient=busiest * NO_GRAD_BYTES_PER_CHANNEL), out_rows, out_channels
-    saved = sum(per_level) * kept + pooling + output
-    transient = busiest * (block if kept != block else 4.0 * 4)  # one recomputed block, or the fp32 MLP grad
+    if config.checkpoint:  # blocks keep their fp32 input; the backward recomputes one block at a time
+        saved, transient = sum(per_level) * CHECKPOINT_BYTES_PER_CHANNEL, busiest * block
+    else:  # every block keeps its activations; the backward holds about the fp32 MLP gradient
+        saved, transient = sum(per_level) * block, busiest * 4.0 * 4
+    saved += pooling + output
     return NodeMemory(saved=saved, transient=transient), out_rows, out_channels
