@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
+    ap.add_argument("--host-profile", action="store_true", help="host time per layer kind and the sync sites")
     args = ap.parse_args()
     from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 
@@ -93,11 +94,13 @@ def main() -> None:
     bf16 = args.precision == "bf16" and device.type == "cuda"
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.profiler.record_function("forward"), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             out = module(batch)
-        out.feat.float().mean().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        with torch.profiler.record_function("backward"):
+            out.feat.float().mean().backward()
+        with torch.profiler.record_function("optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(5):
@@ -131,6 +134,8 @@ def main() -> None:
         "est_mfu": round(flops / median / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None,
     }
     print(json.dumps(out))
+    if args.host_profile:
+        host_profile(step, sync)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -141,6 +146,13 @@ def main() -> None:
             sync()
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
+def host_profile(step, sync) -> None:
+    """One JSON line: host time per layer kind (``bench/host_profile.py``) and the lines that sync."""
+    from host_profile import backbone_targets, profile_host
+
+    print(json.dumps({"bench": "backbone_host_profile", **profile_host(step, sync, *backbone_targets())}))
 
 
 if __name__ == "__main__":

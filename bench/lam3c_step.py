@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--profile", action="store_true", help="profile forward + backward of one batch instead")
+    ap.add_argument("--host-profile", action="store_true", help="host time per node and layer kind, sync sites")
     args = ap.parse_args()
     import torch
 
@@ -55,8 +56,8 @@ def main() -> None:
         values[key] = yaml.safe_load(raw)
     graph = apply_overrides(apply_preset(load_graph(Path("graphs/lam3c.yaml")), args.preset), values)
     plan = compile_graph(graph)
-    if args.profile:
-        profile_step(plan, args.scenes)
+    if args.profile or args.host_profile:
+        profile_step(plan, args.scenes, host=args.host_profile)
         return
     with tempfile.TemporaryDirectory() as tmp:
         train(plan, out=tmp, quiet=True)
@@ -81,9 +82,10 @@ def main() -> None:
     )
 
 
-def profile_step(plan, scenes: int) -> None:
+def profile_step(plan, scenes: int, host: bool = False) -> None:
     """Forward + backward of the step module on one batch under the torch profiler: the operators and the graph
-    nodes (``node:NAME`` rows) with the most device time, and with the most host time."""
+    nodes (``node:NAME`` rows) with the most device time, and with the most host time. ``host``: one JSON line
+    instead, host time per node and backbone layer kind and the lines that sync (``bench/host_profile.py``)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -108,6 +110,13 @@ def profile_step(plan, scenes: int) -> None:
 
     for step in range(3):
         once(step)
+    if host:
+        from host_profile import backbone_targets, profile_host
+
+        counter = iter(range(3, 100))
+        result = profile_host(lambda: once(next(counter)), lambda: None, *backbone_targets())
+        print(json.dumps({"bench": "lam3c_host_profile", "scenes": scenes, **result}))
+        return
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         for step in range(3, 5):
