@@ -15,7 +15,7 @@ from torch import nn
 
 from pcdag.nodes.backbones.attention import PatchAttention, PatchPlan, patch_plan, patch_rows
 from pcdag.nodes.backbones.segment import segment_max, segment_mean
-from pcdag.nodes.backbones.serialization import depth_for, encode
+from pcdag.nodes.backbones.serialization import depth_for, encode_orders
 from pcdag.nodes.backbones.sparse_conv import SubMConv3d
 
 
@@ -55,7 +55,7 @@ def serialise(
     """Sort the points along every curve of ``orders``: per order ``(order [N], inverse [N])`` with
     ``order[p]`` the point at position ``p``; with ``shuffle`` the orders trade places (torch's global RNG)."""
     depth = depth_for(grid)  # checks the grid: the level's one host read here
-    codes = torch.stack([encode(grid, batch, name, depth, check=False) for name in orders])  # [R, N]
+    codes = encode_orders(grid, batch, orders, depth, check=False)  # [R, N]
     order = torch.sort(codes, dim=1, stable=True).indices  # [R, N]; stable: ties (points sharing a voxel) by index
     position = torch.arange(grid.shape[0], device=grid.device).expand_as(order)  # [R, N]
     inverse = torch.empty_like(order).scatter_(1, order, position)  # [R, N]

@@ -15,13 +15,17 @@ Orders (``ORDERS``):
     Morton's (x first). Consecutive positions on a full 2^depth cube are face-adjacent voxels.
   * ``"z-trans"``, ``"hilbert-trans"`` — the same curves with x and y swapped first.
 
-Everything is vectorised over points with torch integer ops (loops run over bits and axes only) and works on CPU
-and CUDA int64 tensors. ``decode`` is the exact inverse of ``encode`` (used by the tests).
+Everything is vectorised over points with torch integer ops and works on CPU and CUDA int64 tensors. On a GPU every
+op is a kernel launch, and the host time of launching them was what the training step waited on (issue 6), so
+``encode_orders`` computes all orders of a level in one pass over stacked ``[R, N]`` rows: the Morton interleave by
+five shift-and-mask steps per axis (not a loop over bits), the Hilbert rows through Skilling's loop together, and
+its final Gray-code prefix by log-step shifts. ``decode`` is the exact inverse of ``encode`` (used by the tests).
 
 API (the PTv3 model relies on exactly these signatures):
 
     ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
     encode(grid_coord: LongTensor [N, 3] >= 0, batch: LongTensor [N], order: str, depth: int) -> LongTensor [N]
+    encode_orders(grid_coord, batch, orders: sequence of str, depth) -> LongTensor [R, N]   # = stacked encode
     decode(code: LongTensor [N], order: str, depth: int) -> (grid_coord [N, 3], batch [N])
     depth_for(grid_coord: LongTensor [N, 3]) -> int     # bit length of (max grid + 1), at most 16
 """
@@ -52,16 +56,47 @@ def encode(grid_coord: torch.Tensor, batch: torch.Tensor, order: str, depth: int
     ``check=False`` skips the range checks of the grid and batch values, each a device-to-host read (a sync on
     a GPU): for callers whose values are valid by construction (the backbone checks a level once, in
     ``depth_for``). Shapes and types are always checked."""
-    _check_order(order)
+    return encode_orders(grid_coord, batch, (order,), depth, check=check)[0]
+
+
+def encode_orders(
+    grid_coord: torch.Tensor, batch: torch.Tensor, orders: tuple[str, ...], depth: int, check: bool = True
+) -> torch.Tensor:
+    """``torch.stack([encode(grid_coord, batch, o, depth) for o in orders])`` [R, N], in one stacked pass."""
+    for order in orders:
+        _check_order(order)
     _check_depth(depth)
     _check_grid(grid_coord, depth, values=check)
     batch = _check_batch(batch, grid_coord.shape[0], depth, values=check)
     x, y, z = grid_coord.to(torch.int64).unbind(1)  # [N] each
-    if order.endswith("-trans"):
-        x, y = y, x
-    if order.startswith("hilbert"):
-        x, y, z = _hilbert_transpose(x, y, z, depth)
-    return (batch << (3 * depth)) | _interleave(x, y, z, depth)
+    axes = [[y, x, z] if o.endswith("-trans") else [x, y, z] for o in orders]  # per order: its x, y, z [N]
+    hilbert = [i for i, o in enumerate(orders) if o.startswith("hilbert")]
+    if hilbert:  # every Hilbert order through Skilling's loop together, as [H, N] rows
+        stacked = [torch.stack([axes[i][a] for i in hilbert]) for a in range(3)]  # 3 x [H, N]
+        done = _hilbert_transpose(*stacked, depth)  # 3 x [H, N]
+        for j, i in enumerate(hilbert):
+            axes[i] = [done[a][j] for a in range(3)]
+    spread = _spread_bits(torch.stack([torch.stack(order_axes) for order_axes in axes], dim=1))  # [3, R, N]
+    return (batch << (3 * depth)) | (spread[0] << 2) | (spread[1] << 1) | spread[2]  # [R, N]
+
+
+# Four shift-and-mask steps move bit i of a value < 2**16 to bit 3i: each splits the bits into twice as many
+# groups (of 8, 4, 2, then 1 bit) spaced three times their width apart, the mask keeping every group in its place.
+# The Morton code is then x << 2 | y << 1 | z: x most significant in each bit triple.
+_SPREAD_STEPS = (
+    (16, 0x001F_0000_FF00_00FF),
+    (8, 0x100F_00F0_0F00_F00F),
+    (4, 0x10C3_0C30_C30C_30C3),
+    (2, 0x1249_2492_4924_9249),
+)
+
+
+def _spread_bits(v: torch.Tensor) -> torch.Tensor:
+    """Bit i of every value (< 2**16) moved to bit 3i; elementwise, any shape."""
+    v = v & 0xFFFF
+    for shift, mask in _SPREAD_STEPS:
+        v = (v | (v << shift)) & mask
+    return v
 
 
 def decode(code: torch.Tensor, order: str, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,16 +116,6 @@ def decode(code: torch.Tensor, order: str, depth: int) -> tuple[torch.Tensor, to
     return torch.stack([x, y, z], dim=1), batch
 
 
-def _interleave(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth: int) -> torch.Tensor:
-    """Morton interleave: bit i of x, y, z -> bits 3i+2, 3i+1, 3i."""
-    code = torch.zeros_like(x)
-    for i in range(depth):
-        code |= ((x >> i) & 1) << (3 * i + 2)
-        code |= ((y >> i) & 1) << (3 * i + 1)
-        code |= ((z >> i) & 1) << (3 * i)
-    return code
-
-
 def _deinterleave(code: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, y, z = (torch.zeros_like(code) for _ in range(3))
     for i in range(depth):
@@ -102,7 +127,7 @@ def _deinterleave(code: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.T
 
 def _hilbert_transpose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth: int) -> list[torch.Tensor]:
     """Skilling's AxesToTranspose: axes -> Hilbert index in transposed form (its bits interleave x-first)."""
-    axes = [x.clone(), y.clone(), z.clone()]
+    axes = [x, y, z]  # every step below makes new tensors: the inputs are not changed
     q = 1 << (depth - 1)
     while q > 1:  # inverse undo of the excess work
         for i in range(3):
@@ -110,11 +135,11 @@ def _hilbert_transpose(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, depth:
         q >>= 1
     for i in range(1, 3):  # Gray encode
         axes[i] = axes[i] ^ axes[i - 1]
-    t = torch.zeros_like(axes[0])
-    q = 1 << (depth - 1)
-    while q > 1:
-        t = torch.where((axes[2] & q) != 0, t ^ (q - 1), t)
-        q >>= 1
+    # Skilling's last loop XORs q - 1 into t for every set bit q >= 2 of the last axis, so bit j of t is the parity
+    # of that axis's bits above j: a prefix XOR from the top, made in log steps (< 2**16: shifts 1, 2, 4, 8).
+    t = axes[2] >> 1
+    for shift in (1, 2, 4, 8):
+        t = t ^ (t >> shift)
     return [a ^ t for a in axes]
 
 
