@@ -247,7 +247,10 @@ def brute_neighbours(grid: torch.Tensor, batch: torch.Tensor, kernel_size: int) 
 @given(voxel_clouds(), st.sampled_from((1, 3, 5)))
 def test_neighbour_map_matches_scan(cloud, kernel_size):
     grid, batch = cloud
-    assert neighbour_map(grid, batch, kernel_size).tolist() == brute_neighbours(grid, batch, kernel_size)
+    want = brute_neighbours(grid, batch, kernel_size)
+    assert neighbour_map(grid, batch, kernel_size).tolist() == want
+    bounds = (int(batch.max()) + 1, int(grid.max()))  # what the backbone passes instead of reading the device
+    assert neighbour_map(grid, batch, kernel_size, bounds).tolist() == want
 
 
 @settings(max_examples=25)
@@ -365,6 +368,8 @@ def test_torch_and_spconv_backends_agree(spconv, cloud, c_in, c_out):
         expected = ours(feat, grid, batch)
         assert (theirs(feat, grid, batch, cache) - expected).abs().max() <= 1e-4
         assert (theirs(feat * 2, grid, batch, cache) - ours(feat * 2, grid, batch)).abs().max() <= 2e-4
+        bounds = (int(batch.max()) + 1, int(grid.max()))  # spatial shape and batch size given, not read
+        assert (theirs(feat, grid, batch, {}, bounds=bounds) - expected).abs().max() <= 1e-4
 
 
 def test_spconv_backend_survives_duplicates_and_refuses_cpu_backward(spconv):
@@ -442,9 +447,11 @@ def test_spconv_runs_its_training_path_in_eval_mode_with_the_same_result(spconv)
     torch.testing.assert_close(evaluated, reference, rtol=1e-4, atol=1e-5)
 
 
-def test_backbone_reads_the_device_once_per_level_in_serialisation_and_pooling(monkeypatch) -> None:
-    """Range checks are host reads (GPU syncs): inside the backbone, serialisation reads once per level (its depth)
-    and pooling's segment reductions never; the public functions still check their inputs by default."""
+def test_backbone_reads_the_device_once_per_pooled_level(monkeypatch) -> None:
+    """Host reads are GPU syncs. A forward reads the input counts and the largest grid value once (every level's
+    serialisation depth and spconv bounds follow from it), then only each pooled level's counts (its patch
+    layout); no range check, bincount or device copy of host lists. The public functions still check by default.
+    """
     import traceback
     from pathlib import Path
 
@@ -452,23 +459,27 @@ def test_backbone_reads_the_device_once_per_level_in_serialisation_and_pooling(m
     from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 
     reads: list[str] = []
+    backbone = {"ptv3.py", "ptv3_layers.py", "attention.py", "serialization.py", "segment.py", "sparse_conv.py"}
+    torch.manual_seed(0)
+    config = PTv3Config.preset("tiny", backend="torch", shuffle_orders=False)  # shuffling is a host-side draw
+    model = PointTransformerV3Module(config).eval()
     for name in ("tolist", "item", "__int__", "__bool__"):
         original = getattr(torch.Tensor, name)
 
         def counted(self, *a, _original=original, **k):
             frames = [Path(f.filename).name for f in traceback.extract_stack()[:-1]]
-            if frames and frames[-1] in ("serialization.py", "segment.py"):
+            if frames and frames[-1] in backbone:
                 reads.append(frames[-1])
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    torch.manual_seed(0)
-    model = PointTransformerV3Module(PTv3Config.preset("tiny", backend="torch")).eval()
     coord = torch.rand(600, 3) * 2
     points = PointBatch(coord, torch.randn(600, 9), torch.tensor([300, 600]))
     with torch.no_grad():
         model(points)
-    assert reads == ["serialization.py"] * 5  # depth_for at each of the 5 levels
+    # the input counts and grid maximum; the torch convolution's pair counts per offset (its split sizes; spconv,
+    # the GPU backend, reads none); then per pooled level its counts and again the pair counts
+    assert reads == ["ptv3.py", "serialization.py", "sparse_conv.py"] + ["ptv3_layers.py", "sparse_conv.py"] * 4
     monkeypatch.undo()
     with pytest.raises(ValueError, match="index values must lie"):
         segment_sum(torch.ones(3, 2), torch.tensor([0, 1, 5]), 2)  # the default still checks

@@ -23,10 +23,11 @@ import torch
 VIEW_KINDS = ("global", "local")
 
 
-def batch_index(offset: torch.Tensor) -> torch.Tensor:
-    """``[N]`` sample index of every point from cumulative ``offset`` ``[B]``."""
+def batch_index(offset: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """``[N]`` sample index of every point from cumulative ``offset`` ``[B]``; pass ``n`` (= N) when known, which
+    spares a device-to-host read of the total (a GPU sync)."""
     counts = torch.diff(offset, prepend=offset.new_zeros(1))
-    return torch.repeat_interleave(torch.arange(len(offset), device=offset.device), counts)
+    return torch.repeat_interleave(torch.arange(len(offset), device=offset.device), counts, output_size=n)
 
 
 @attrs.define(eq=False)
@@ -51,7 +52,7 @@ class PointBatch:
     @property
     def batch(self) -> torch.Tensor:
         """``[N]`` int64 sample index of every point."""
-        return batch_index(self.offset)
+        return batch_index(self.offset, len(self))
 
     @property
     def counts(self) -> torch.Tensor:
@@ -190,7 +191,7 @@ class Encoded:
 
     @property
     def batch(self) -> torch.Tensor:
-        return batch_index(self.offset)
+        return batch_index(self.offset, len(self))
 
     @property
     def n_samples(self) -> int:

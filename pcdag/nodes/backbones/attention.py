@@ -60,8 +60,9 @@ def patch_plan(offset: torch.Tensor, counts: list[int], patch_size: int) -> Patc
     seqs_list = [-(-n // k) if n > k else 1 for n in counts]  # sequences per sample
     n_seq = sum(seqs_list)  # S
     device = offset.device
-    n = torch.as_tensor(counts, dtype=torch.int64, device=device)  # [B]
-    seqs = torch.as_tensor(seqs_list, dtype=torch.int64, device=device)  # [B]
+    # the counts again, on the device: made from ``offset`` there (a host list copied over would be a GPU sync)
+    n = torch.diff(offset.to(torch.int64), prepend=offset.new_zeros(1, dtype=torch.int64))  # [B]
+    seqs = torch.where(n > k, (n + k - 1) // k, 1)  # [B] sequences per sample, as seqs_list
     first_seq = torch.cumsum(seqs, 0) - seqs  # [B] index of each sample's first sequence
     start = offset.to(torch.int64) - n  # [B] first serialised position of each sample
     seq_sample = torch.repeat_interleave(torch.arange(len(counts), device=device), seqs, output_size=n_seq)  # [S]

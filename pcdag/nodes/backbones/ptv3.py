@@ -255,11 +255,10 @@ class PointTransformerV3Module(nn.Module):
                 f"PointTransformerV3: feat has shape {list(feat.shape)}, expected [{n}, in_channels = "
                 f"{cfg.in_channels}]; set in_channels to the loader's feature width"
             )
-        ok = offset.ndim == 1 and len(offset) > 0
-        if ok:  # one host read: the last offset and the smallest count together
-            counts = torch.diff(offset, prepend=offset.new_zeros(1))  # [B]
-            last, smallest = torch.stack([offset[-1], counts.min()]).tolist()
-            ok = last == n and smallest >= 1
+        ok, counts = offset.ndim == 1 and len(offset) > 0, []
+        if ok:  # one host read: the counts, which the level keeps (patch layout) and which check the offsets
+            counts = torch.diff(offset, prepend=offset.new_zeros(1)).tolist()  # [B]
+            ok = sum(counts) == n and min(counts) >= 1
         if not ok:
             raise ValueError(
                 f"PointTransformerV3: offset {offset.tolist()[:8]} must be increasing cumulative counts ending at "
@@ -276,7 +275,9 @@ class PointTransformerV3Module(nn.Module):
             low = -segment_max(-coord.detach().float(), batch, len(offset), check=False)  # [B, 3] sample minimum
             grid = torch.floor((coord.detach().float() - low[batch]) / cfg.grid_size)  # [N, 3]
         grid = grid.to(torch.int64)
-        return make_level(x, coord, points.origin_coord, grid, batch, offset, cfg.orders, cfg.shuffle_orders)
+        return make_level(
+            x, coord, points.origin_coord, grid, batch, offset, cfg.orders, cfg.shuffle_orders, counts=counts
+        )
 
     def _upcast(self, levels: list[Level], level: int) -> Encoded:
         """Walk up from the deepest level to ``level``: parent features ++ child features[inverse]."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from pcdag.nodes.backbones.attention import PatchAttention, PatchPlan, patch_plan, patch_rows
 from pcdag.nodes.backbones.segment import segment_max, segment_mean
-from pcdag.nodes.backbones.serialization import depth_for, encode_orders
+from pcdag.nodes.backbones.serialization import depth_for, depth_of, encode_orders, grid_max
 from pcdag.nodes.backbones.sparse_conv import SubMConv3d
 
 
@@ -30,6 +30,7 @@ class Level:
     batch: torch.Tensor  # [N] int64 sample index
     offset: torch.Tensor  # [B] int64 cumulative counts
     counts: list[int]  # [B] points per sample, on the host (shapes of the patch layout)
+    grid_max: int  # largest value of ``grid`` (serialisation depth, spconv's spatial shape), on the host
     orders: list[tuple[torch.Tensor, torch.Tensor]]  # per order slot: (order [N], inverse [N])
     inverse: torch.Tensor | None = None  # [N_previous level] row here of every point of the level above
     conv_cache: dict = attrs.field(factory=dict)  # shared by the xCPE convolutions of this level
@@ -50,19 +51,20 @@ class Level:
 
 
 def serialise(
-    grid: torch.Tensor, batch: torch.Tensor, orders: tuple[str, ...], shuffle: bool
+    grid: torch.Tensor, batch: torch.Tensor, orders: tuple[str, ...], shuffle: bool, depth: int | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Sort the points along every curve of ``orders``: per order ``(order [N], inverse [N])`` with
-    ``order[p]`` the point at position ``p``; with ``shuffle`` the orders trade places (torch's global RNG)."""
-    depth = depth_for(grid)  # checks the grid: the level's one host read here
+    ``order[p]`` the point at position ``p``; with ``shuffle`` the orders trade places (torch's global RNG).
+    ``depth``: the serialisation depth when the caller knows it (``depth_for(grid)``, else read here)."""
+    depth = depth_for(grid) if depth is None else depth
     codes = encode_orders(grid, batch, orders, depth, check=False)  # [R, N]
     order = torch.sort(codes, dim=1, stable=True).indices  # [R, N]; stable: ties (points sharing a voxel) by index
     position = torch.arange(grid.shape[0], device=grid.device).expand_as(order)  # [R, N]
     inverse = torch.empty_like(order).scatter_(1, order, position)  # [R, N]
-    if shuffle:
-        pick = torch.randperm(len(orders)).to(grid.device)
-        order, inverse = order[pick], inverse[pick]
-    return list(zip(order.unbind(0), inverse.unbind(0), strict=True))
+    rows = list(zip(order.unbind(0), inverse.unbind(0), strict=True))
+    if shuffle:  # the rows trade places on the host: no permutation tensor copied to the device
+        rows = [rows[i] for i in torch.randperm(len(orders)).tolist()]
+    return rows
 
 
 def make_level(
@@ -75,11 +77,16 @@ def make_level(
     orders: tuple[str, ...],
     shuffle: bool,
     inverse: torch.Tensor | None = None,
+    counts: list[int] | None = None,
+    top: int | None = None,
 ) -> Level:
-    counts = torch.diff(offset, prepend=offset.new_zeros(1)).tolist()  # one host sync per level
-    return Level(
-        feat, coord, origin_coord, grid, batch, offset, counts, serialise(grid, batch, orders, shuffle), inverse
-    )
+    """A level with its orders. ``counts`` (points per sample) and ``top`` (largest grid value) when the caller
+    knows them; each is otherwise a host read (a GPU sync)."""
+    if counts is None:
+        counts = torch.diff(offset, prepend=offset.new_zeros(1)).tolist()
+    top = grid_max(grid) if top is None else top
+    orders_ = serialise(grid, batch, orders, shuffle, depth_of(top))
+    return Level(feat, coord, origin_coord, grid, batch, offset, counts, top, orders_, inverse)
 
 
 class DropPath(nn.Module):
@@ -122,7 +129,8 @@ class ConvPositionEncoding(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, level: Level) -> torch.Tensor:
-        return self.norm(self.linear(self.conv(x, level.grid, level.batch, cache=level.conv_cache)))
+        bounds = (len(level.counts), level.grid_max)
+        return self.norm(self.linear(self.conv(x, level.grid, level.batch, cache=level.conv_cache, bounds=bounds)))
 
 
 class Block(nn.Module):
@@ -168,9 +176,12 @@ class GridPooling(nn.Module):
         origin = None if level.origin_coord is None else segment_mean(level.origin_coord, cell, m, check=False)
         mask16 = (1 << 16) - 1
         cell_grid = torch.stack([(cell_key >> 32) & mask16, (cell_key >> 16) & mask16, cell_key & mask16], 1)  # [M, 3]
-        cell_batch = cell_key >> 48  # [M]
-        offset = torch.cumsum(torch.bincount(cell_batch, minlength=len(level.counts)), 0)  # [B]
-        return make_level(feat, coord, origin, cell_grid, cell_batch, offset, orders, shuffle, inverse=cell)
+        cell_batch = cell_key >> 48  # [M], sorted
+        samples = torch.arange(len(level.counts), device=cell_batch.device)  # [B]
+        offset = torch.searchsorted(cell_batch, samples, right=True)  # [B] cells up to each sample (no host read)
+        return make_level(
+            feat, coord, origin, cell_grid, cell_batch, offset, orders, shuffle, inverse=cell, top=level.grid_max >> 1
+        )
 
 
 class LinearNormAct(nn.Module):

@@ -39,7 +39,8 @@ def segment_mean(values: torch.Tensor, index: torch.Tensor, size: int, check: bo
         raise TypeError(f"segment_mean needs floating-point values, got {values.dtype}")
     total = segment_sum(values, index, size, check)  # [M, ...]
     size = total.shape[0]
-    count = torch.bincount(index.to(torch.int64), minlength=size).clamp_(min=1)  # [M]
+    # rows per segment by index_add (bincount with minlength reads the largest index to the host: a GPU sync)
+    count = total.new_zeros(size).index_add_(0, index.to(torch.int64), total.new_ones(index.shape[0])).clamp_(min=1)
     return total / count.to(values.dtype).view(size, *([1] * (values.dim() - 1)))
 
 

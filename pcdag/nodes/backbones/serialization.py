@@ -28,6 +28,7 @@ API (the PTv3 model relies on exactly these signatures):
     encode_orders(grid_coord, batch, orders: sequence of str, depth) -> LongTensor [R, N]   # = stacked encode
     decode(code: LongTensor [N], order: str, depth: int) -> (grid_coord [N, 3], batch [N])
     depth_for(grid_coord: LongTensor [N, 3]) -> int     # bit length of (max grid + 1), at most 16
+    grid_max(grid_coord) -> int;  depth_of(grid_max: int) -> int   # the same in two steps (one host read)
 """
 
 from __future__ import annotations
@@ -41,8 +42,18 @@ MAX_DEPTH = 16
 def depth_for(grid_coord: torch.Tensor) -> int:
     """Bits per axis needed for these grid coords: bit length of (max grid + 1), as the reference does (≤ 16).
     Also checks them (>= 0): the one host read a level's serialisation needs."""
-    top = _check_grid(grid_coord)
-    depth = (top + 1).bit_length()
+    return depth_of(grid_max(grid_coord))
+
+
+def grid_max(grid_coord: torch.Tensor) -> int:
+    """The largest value of these grid coords, checked (integers >= 0): one host read. A pooled level's is this
+    value shifted right once per halving of the grid, with no read."""
+    return _check_grid(grid_coord)
+
+
+def depth_of(top: int) -> int:
+    """``depth_for`` of grid coords whose largest value is ``top``."""
+    depth = (int(top) + 1).bit_length()
     if depth > MAX_DEPTH:
         raise ValueError(
             f"grid coords reach {top}, which needs depth {depth} > {MAX_DEPTH} bits per axis; use a coarser grid size"

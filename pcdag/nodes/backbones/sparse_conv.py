@@ -41,11 +41,13 @@ indice pairs are built by the first call and reused. A cache filled for a differ
 
 API (the PTv3 model relies on exactly these names):
 
-    neighbour_map(grid_coord: LongTensor [N, 3], batch: LongTensor [N], kernel_size: int = 3) -> LongTensor [N, K]
+    neighbour_map(grid_coord: LongTensor [N, 3], batch: LongTensor [N], kernel_size: int = 3,
+                  bounds: (samples, largest grid value) | None = None) -> LongTensor [N, K]
     class SubMConv3d(torch.nn.Module):
         __init__(in_channels, out_channels, kernel_size=3, bias=True, backend="auto")   # "auto" | "torch" | "spconv"
         weight: Parameter [out, k, k, k, in]
-        forward(feat [N, C_in], grid_coord [N, 3], batch [N], cache: dict | None = None) -> [N, C_out]
+        forward(feat [N, C_in], grid_coord [N, 3], batch [N], cache: dict | None = None,
+                bounds: (samples, largest grid value) | None = None) -> [N, C_out]
     spconv_available() -> bool
     kernel_offsets(kernel_size: int, device=None) -> LongTensor [K, 3]
 """
@@ -80,20 +82,27 @@ def kernel_offsets(kernel_size: int, device: torch.device | str | None = None) -
     return torch.tensor(grid, dtype=torch.int64, device=device)
 
 
-def neighbour_map(grid_coord: torch.Tensor, batch: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+def neighbour_map(
+    grid_coord: torch.Tensor, batch: torch.Tensor, kernel_size: int = 3, bounds: tuple[int, int] | None = None
+) -> torch.Tensor:
     """[N, K] index of the point at grid_coord[i] + offset_k in the same sample, or -1 where there is none.
 
     The centre column holds i itself; with several points in one voxel, other offsets find its lowest index.
+    ``bounds``: (number of samples, largest grid value) for grid values >= 0, known to the caller (no host reads).
     """
     grid, batch = _check_points(grid_coord, batch)
     offsets = kernel_offsets(kernel_size, grid.device)  # [K, 3]
     n, r = grid.shape[0], kernel_size // 2
     if n == 0:
         return torch.empty(0, offsets.shape[0], dtype=torch.int64, device=grid.device)
-    grid = grid - grid.amin(0) + r  # [N, 3], >= r so every query stays >= 0
-    batch = batch - batch.min()
-    side = int(grid.max()) + r + 1
-    if (int(batch.max()) + 1) * side**3 >= 2**63:
+    if bounds is None:
+        grid = grid - grid.amin(0) + r  # [N, 3], >= r so every query stays >= 0
+        batch = batch - batch.min()
+        n_samples, side = int(batch.max()) + 1, int(grid.max()) + r + 1
+    else:
+        grid = grid + r
+        n_samples, side = bounds[0], bounds[1] + 2 * r + 1
+    if n_samples * side**3 >= 2**63:
         raise ValueError(f"grid extent {side} per axis is too large to hash (batch, x, y, z) into one int64")
 
     def key(b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -144,9 +153,16 @@ class SubMConv3d(torch.nn.Module):
         return self.backend
 
     def forward(
-        self, feat: torch.Tensor, grid_coord: torch.Tensor, batch: torch.Tensor, cache: dict | None = None
+        self,
+        feat: torch.Tensor,
+        grid_coord: torch.Tensor,
+        batch: torch.Tensor,
+        cache: dict | None = None,
+        bounds: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """feat [N, C_in] at grid_coord [N, 3] of samples batch [N] -> [N, C_out]."""
+        """feat [N, C_in] at grid_coord [N, 3] of samples batch [N] -> [N, C_out]. ``bounds``: (number of samples,
+        largest grid value) when the caller knows them, grid values >= 0; the neighbour pairs (torch) or spconv's
+        sparse tensor are then built without reading them from the device (two GPU syncs)."""
         if feat.dim() != 2 or feat.shape[1] != self.in_channels:
             raise ValueError(
                 f"SubMConv3d({self.extra_repr()}): feat must be [N, {self.in_channels}], got {tuple(feat.shape)}"
@@ -155,12 +171,14 @@ class SubMConv3d(torch.nn.Module):
             raise ValueError(f"SubMConv3d: grid_coord has {grid_coord.shape[0]} rows but feat has {feat.shape[0]}")
         cache = {} if cache is None else cache
         if self.resolved_backend(feat.device) == "spconv":
-            return self._forward_spconv(feat, grid_coord, batch, cache)
-        return self._forward_torch(feat, grid_coord, batch, cache)
+            return self._forward_spconv(feat, grid_coord, batch, cache, bounds)
+        return self._forward_torch(feat, grid_coord, batch, cache, bounds)
 
-    def _forward_torch(self, feat: torch.Tensor, grid: torch.Tensor, batch: torch.Tensor, cache: dict) -> torch.Tensor:
+    def _forward_torch(
+        self, feat: torch.Tensor, grid: torch.Tensor, batch: torch.Tensor, cache: dict, bounds: tuple[int, int] | None
+    ) -> torch.Tensor:
         rows, cols, counts = _cached(
-            cache, f"subm{self.kernel_size}:torch", feat.shape[0], lambda: _pairs(grid, batch, self.kernel_size)
+            cache, f"subm{self.kernel_size}:torch", feat.shape[0], lambda: _pairs(grid, batch, self.kernel_size, bounds)
         )
         w = self.weight.flatten(1, 3).permute(1, 2, 0)  # [K, C_in, C_out]
         centre = w.shape[0] // 2
@@ -174,7 +192,9 @@ class SubMConv3d(torch.nn.Module):
             acc = acc + self.bias.to(acc.dtype)
         return acc.to(out_dtype)
 
-    def _forward_spconv(self, feat: torch.Tensor, grid: torch.Tensor, batch: torch.Tensor, cache: dict) -> torch.Tensor:
+    def _forward_spconv(
+        self, feat: torch.Tensor, grid: torch.Tensor, batch: torch.Tensor, cache: dict, bounds: tuple[int, int] | None
+    ) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (feat.requires_grad or self.weight.requires_grad)
         if feat.device.type != "cuda" and needs_grad:
             raise RuntimeError(
@@ -188,7 +208,7 @@ class SubMConv3d(torch.nn.Module):
         # profile), against tensor-core kernels on the training path. Both compute the same convolution.
         conv.train(True)
         key = f"subm{self.kernel_size}:spconv"
-        base = _cached(cache, key, feat.shape[0], lambda: _sparse_tensor(grid, batch))
+        base = _cached(cache, key, feat.shape[0], lambda: _sparse_tensor(grid, batch, bounds))
         with _one_thread_on_cpu(feat.device):
             out = conv(base.replace_feature(feat.contiguous()))
         base.indice_dict = out.indice_dict  # later convolutions of the stage reuse the indice pairs
@@ -232,27 +252,35 @@ def _one_thread_on_cpu(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def _pairs(grid: torch.Tensor, batch: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _pairs(
+    grid: torch.Tensor, batch: torch.Tensor, kernel_size: int, bounds: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Present (output row, input row) pairs grouped by offset: rows [P], cols [P], counts per offset (K ints)."""
-    nbr = neighbour_map(grid, batch, kernel_size)  # [N, K]
+    nbr = neighbour_map(grid, batch, kernel_size, bounds)  # [N, K]
     k, rows = (nbr.T >= 0).nonzero(as_tuple=True)  # [P] each, sorted by offset
     cols = nbr[rows, k]  # [P]
     counts = torch.bincount(k, minlength=nbr.shape[1]).tolist()
     return rows, cols, counts
 
 
-def _sparse_tensor(grid: torch.Tensor, batch: torch.Tensor):  # -> spconv.SparseConvTensor
+def _sparse_tensor(grid: torch.Tensor, batch: torch.Tensor, bounds: tuple[int, int] | None = None):
+    """spconv's ``SparseConvTensor`` over these points (no features yet). Without ``bounds`` the grid and batch
+    are shifted to start at 0 and their extents read from the device."""
     import spconv.pytorch as spconv
 
     grid, batch = _check_points(grid, batch)
     if grid.shape[0] == 0:
         raise ValueError("SubMConv3d(backend='spconv') needs at least one point")
-    grid = grid - grid.amin(0)  # [N, 3]; a shift keeps every neighbourhood
-    batch = batch - batch.min()
+    if bounds is None:
+        grid = grid - grid.amin(0)  # [N, 3]; a shift keeps every neighbourhood
+        batch = batch - batch.min()
+        shape, n_samples = (grid.amax(0) + 1).tolist(), int(batch.max()) + 1
+    else:
+        n_samples, top = bounds
+        shape = [top + 1] * 3
     indices = torch.cat([batch[:, None], grid], dim=1).to(torch.int32)  # [N, 4] (batch, x, y, z)
-    shape = (grid.amax(0) + 1).tolist()
     features = torch.empty(grid.shape[0], 0, device=grid.device)  # [N, 0]; each call brings its own
-    return spconv.SparseConvTensor(features, indices, shape, int(batch.max()) + 1)
+    return spconv.SparseConvTensor(features, indices, shape, n_samples)
 
 
 def _cached(cache: dict, key: str, n: int, build):
