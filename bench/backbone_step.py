@@ -88,7 +88,7 @@ def main() -> None:
         args.preset, mode="encoder", upcast_level=2, backend=args.backend, checkpoint=args.checkpoint
     )
     module = PointTransformerV3Module(config).to(device)
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)  # as the trainer
     clouds = rooms(args.scenes, args.points, config.grid_size)
     batch = batch_of(clouds, device)
     bf16 = args.precision == "bf16" and device.type == "cuda"
