@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from unittest import mock
 
 import attrs
 import numpy as np
@@ -230,6 +231,69 @@ def test_patch_attention_matches_spec(counts: list[int], k: int, seed: int) -> N
         want = reference_attention(attn, feat, order, counts, k)
     assert torch.allclose(got, want, atol=1e-5)
     assert (plan.key_mask is None) == all(c >= plan.length or c > k for c in counts)
+
+
+def loop_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale):
+    """Variable-length attention one sequence at a time (test only): packed [T, H, D] -> [T, H, D]."""
+    out, bounds = torch.empty_like(q), cu_q.tolist()
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        seq = [t[a:b].transpose(0, 1) for t in (q, k, v)]  # 3 x [H, len, D]
+        out[a:b] = torch.nn.functional.scaled_dot_product_attention(*seq, scale=scale).transpose(0, 1)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(1, 30), min_size=1, max_size=4), k=st.integers(1, 9), seed=st.integers(0, 1000))
+def test_packed_sequences_give_the_masked_dense_result(counts: list[int], k: int, seed: int) -> None:
+    """The GPU's packed layout (masked slots dropped, sequences end to end) with a variable-length attention
+    (here a loop, on CPU) gives the spec's attention and the dense path's gradients."""
+    from pcdag.nodes.backbones import attention
+
+    torch.manual_seed(seed)
+    attn = PatchAttention(8, 2)
+    plan = patch_plan(torch.cumsum(torch.tensor(counts), 0), counts, k)
+    feat = torch.randn(sum(counts), 8, requires_grad=True)
+    order = torch.randperm(sum(counts)) if len(counts) == 1 else torch.arange(sum(counts))
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(sum(counts)))
+    dense = attn(feat, order, inverse, plan)
+    (dense_grad,) = torch.autograd.grad(dense.square().sum(), feat)
+    if plan.packed is None:  # no masked slot: the dense path is the only one
+        return
+    lens = torch.diff(plan.packed.cu_seqlens)
+    assert lens.tolist() == plan.key_mask.reshape(len(lens), -1).sum(1).tolist()  # exactly the real slots
+    with (
+        mock.patch.object(attention, "uses_packed", lambda plan, qkv: plan.packed is not None),
+        mock.patch.object(attention, "varlen_attn", loop_varlen),
+    ):
+        packed = attn(feat, order, inverse, plan)
+    (packed_grad,) = torch.autograd.grad(packed.square().sum(), feat)
+    with torch.no_grad():
+        assert torch.allclose(packed, reference_attention(attn, feat, order, counts, k), atol=1e-5)
+    assert torch.allclose(packed, dense, atol=1e-5) and torch.allclose(packed_grad, dense_grad, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash attention's variable-length kernel needs CUDA")
+def test_flash_varlen_matches_the_masked_dense_path_on_cuda() -> None:
+    """On a GPU under bf16 autocast: short and long samples together (a masked plan) through the packed
+    variable-length flash kernel agree with the dense masked SDPA, outputs and gradients."""
+    from pcdag.nodes.backbones import attention
+
+    torch.manual_seed(0)
+    attn = PatchAttention(64, 4).cuda()
+    counts = [700, 90, 2500, 1024, 5]
+    plan = patch_plan(torch.cumsum(torch.tensor(counts), 0).cuda(), counts, 1024)
+    feat = torch.randn(sum(counts), 64, device="cuda", requires_grad=True)
+    order = torch.arange(sum(counts), device="cuda")
+    results = []
+    for packed in (True, False):
+        with torch.autocast("cuda", torch.bfloat16):
+            assert attention.uses_packed(plan, attn.qkv(feat)) is (plan.packed is not None)
+            with mock.patch.object(attention, "varlen_attn", attention.varlen_attn if packed else None):
+                out = attn(feat, order, order, plan)
+        (grad,) = torch.autograd.grad(out.float().square().sum(), feat)
+        results.append((out.float(), grad))
+    (po, pg), (do, dg) = results
+    assert (po - do).abs().max() <= 2e-2 * do.abs().max() and (pg - dg).abs().max() <= 2e-2 * dg.abs().max()
 
 
 def test_short_sample_is_full_attention_and_long_patches_are_local() -> None:

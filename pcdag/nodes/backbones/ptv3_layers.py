@@ -8,6 +8,8 @@ level-``s`` point, which the up-cast and the decoder use to walk back up.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import torch
 import torch.nn.functional as F
@@ -35,18 +37,18 @@ class Level:
     inverse: torch.Tensor | None = None  # [N_previous level] row here of every point of the level above
     conv_cache: dict = attrs.field(factory=dict)  # shared by the xCPE convolutions of this level
     plans: dict[int, PatchPlan] = attrs.field(factory=dict)  # patch size -> plan
-    rows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = attrs.field(factory=dict)  # (order, patch)
+    rows: dict[tuple[int, int, bool], tuple[torch.Tensor, torch.Tensor]] = attrs.field(factory=dict)
 
     def plan(self, patch_size: int) -> PatchPlan:
         if patch_size not in self.plans:
             self.plans[patch_size] = patch_plan(self.offset, self.counts, patch_size)
         return self.plans[patch_size]
 
-    def patch_rows(self, order_slot: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def patch_rows(self, order_slot: int, patch_size: int, packed: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``attention.patch_rows`` of one order, made once per level and shared by its blocks on that order."""
-        key = (order_slot, patch_size)
+        key = (order_slot, patch_size, packed)
         if key not in self.rows:
-            self.rows[key] = patch_rows(self.plan(patch_size), *self.orders[order_slot])
+            self.rows[key] = patch_rows(self.plan(patch_size), *self.orders[order_slot], packed)
         return self.rows[key]
 
 
@@ -150,7 +152,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, level: Level, order_slot: int) -> torch.Tensor:
         order, inverse = level.orders[order_slot]
-        plan, rows = level.plan(self.patch_size), level.patch_rows(order_slot, self.patch_size)
+        plan = level.plan(self.patch_size)
+        rows = functools.partial(level.patch_rows, order_slot, self.patch_size)  # packed -> shared rows
         x = x + self.cpe(x, level)  # [N, C]
         x = x + self.drop_path(self.attn(self.norm1(x), order, inverse, plan, rows))
         return x + self.drop_path(self.mlp(self.norm2(x)))
