@@ -35,6 +35,7 @@ from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MODEL
 from pcdag.graphs.registry import register
 from pcdag.graphs.schedule import Schedule, schedule
+from pcdag.nodes.heads.laplacian import mean_over_views
 from pcdag.nodes.heads.neighbours import nearest_between
 from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
 from pcdag.nodes.heads.soft_cross_entropy import soft_cross_entropy
@@ -69,14 +70,6 @@ def view_pairs(student: Encoded, teacher: Encoded, pairing: str) -> torch.Tensor
     target = {"same": v, "other": (v + 1) % n_t, "first": torch.zeros_like(v)}[pairing]  # [n_s]
     s = torch.arange(scenes).unsqueeze(1)  # [S, 1]
     return torch.stack([(s * n_s + v).reshape(-1), (s * n_t + target).reshape(-1)], dim=1)  # [S * n_s, 2]
-
-
-def per_view_mean(values: torch.Tensor, view: torch.Tensor, n_views: int) -> torch.Tensor:
-    """Mean of ``values`` ``[P]`` per view (``view`` ``[P]`` in [0, n_views)), then over views with values."""
-    sums = values.new_zeros(n_views).index_add(0, view, values)  # [V]
-    counts = torch.bincount(view, minlength=n_views)  # [V]
-    has = counts > 0
-    return (sums[has] / counts[has]).mean()
 
 
 @register
@@ -138,7 +131,7 @@ class ClusteringLoss(DeviceNode):
             value = 0.0 * s_logits.sum()
         else:
             per_point = soft_cross_entropy(s_logits, targets, self.params.student_temperature)  # [P]
-            value = per_view_mean(per_point, student.batch[qi], student.n_samples)
+            value = mean_over_views(per_point, student.batch[qi], student.n_samples)
         return {"loss": LossValue(value, self._weight(ctx.progress), {"pairs": len(qi)})}
 
     def _match(self, student: Encoded, teacher: Encoded) -> tuple[torch.Tensor, torch.Tensor]:

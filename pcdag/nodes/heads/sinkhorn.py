@@ -65,11 +65,12 @@ class SinkhornKnopp(nn.Module):
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         n_local, k = x.shape  # x: [n, K] float32
-        peak = x.max() if n_local else x.new_tensor(float("-inf"))
+        peak = x.max() if n_local else torch.full((), float("-inf"), device=x.device)  # (a fill: no host copy)
         peak = _all_reduce(peak.reshape(1), "max")  # [1]
         q = torch.exp(x - peak).t()  # [K, n]
         # total mass and global n in one reduction (float64: n stays exact); tensors, so no host sync
-        totals = _all_reduce(torch.stack([q.sum().double(), q.new_tensor(n_local, dtype=torch.float64)]))
+        rows = torch.full((), n_local, dtype=torch.float64, device=q.device)  # a fill, not a copy from the host
+        totals = _all_reduce(torch.stack([q.sum().double(), rows]))
         n = totals[1].float()  # [] global number of rows
         q = q / totals[0].float()
         for _ in range(self.iterations):
