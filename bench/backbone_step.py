@@ -1,7 +1,7 @@
 """Backbone training-step benchmark (issue 6 (a)): PTv3 forward + backward + AdamW on synthetic rooms.
 
     python bench/backbone_step.py [--preset base] [--scenes 2] [--points 100000] [--steps 20] [--backend auto]
-                                  [--precision bf16] [--profile] [--checkpoint]
+                                  [--precision bf16] [--profile] [--checkpoint] [--compile] [--host-profile]
 
 Each scene is a generated room (``pcdag.datasets.synthetic.make_room``) grid-sampled at 0.02 m until it holds
 ``--points`` points. The step is the encoder (pre-training mode, up-cast to level 2 as in LAM3C) → mean of the
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     ap.add_argument("--host-profile", action="store_true", help="host time per layer kind and the sync sites")
+    ap.add_argument("--compile", action="store_true", help="torch.compile (dynamic shapes) each block's norms and MLP")
     args = ap.parse_args()
     from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
 
@@ -88,6 +89,10 @@ def main() -> None:
         args.preset, mode="encoder", upcast_level=2, backend=args.backend, checkpoint=args.checkpoint
     )
     module = PointTransformerV3Module(config).to(device)
+    if args.compile:  # an experiment: fuse LayerNorm and the MLP's GELU with Inductor (graph per block kind)
+        for block in (b for stage in module.stages for b in stage.blocks):
+            for name in ("norm1", "norm2", "mlp"):
+                setattr(block, name, torch.compile(getattr(block, name), dynamic=True))
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device.type == "cuda" or None)  # as the trainer
     clouds = rooms(args.scenes, args.points, config.grid_size)
     batch = batch_of(clouds, device)
@@ -122,6 +127,7 @@ def main() -> None:
         "preset": args.preset,
         "backend": config.backend,
         "checkpoint": config.checkpoint,
+        "compile": args.compile,
         "precision": args.precision if device.type == "cuda" else "fp32",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "scenes": args.scenes,
