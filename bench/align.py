@@ -42,7 +42,9 @@ from pcdag.nodes.alignment.random_downsample import RandomDownsample  # noqa: E4
 from pcdag.nodes.geometry.normals import EstimateNormals  # noqa: E402
 from pcdag.nodes.geometry.outliers import RadiusOutlierRemoval, StatisticalOutlierRemoval  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scannet-mini"
+DATA = Path(  # PCDAG_SCANNET: a copy of the scans elsewhere (e.g. carried to the GPU machine)
+    os.environ.get("PCDAG_SCANNET", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scannet-mini")
+)
 FLOOR = 1  # ScanNet-20 label "floor"
 
 
