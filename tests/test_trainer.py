@@ -225,6 +225,10 @@ def test_bad_training_settings_are_all_reported(store: Path, tmp_path: Path) -> 
         compile_graph(bad)
     text = str(err.value)
     assert "settings.train: lr = 5 is out of range" in text and "'stepz'; did you mean 'steps'" in text
+    one_step_warmup = apply_overrides(graph, {"settings.train.steps": 10, "settings.train.pct_start": 0.1})
+    with pytest.raises(GraphError, match="steps = 10 with pct_start = 0.1 gives a warm-up of exactly one step"):
+        compile_graph(one_step_warmup)  # torch's OneCycleLR would divide by zero inside the first step
+    compile_graph(apply_overrides(graph, {"settings.train.steps": 11, "settings.train.pct_start": 0.1}))
 
 
 def test_presets_apply_named_overrides_and_round_trip(store: Path, tmp_path: Path) -> None:

@@ -70,6 +70,17 @@ def train_settings(graph: Graph) -> tuple[TrainSettings | None, list[Problem]]:
         Problem("bad-setting", f"settings.train: {p}", fix="see `pcdag train --help-settings`", origin=origin)
         for p in problems
     ]
+    if built is not None and abs(built.pct_start * built.steps - 1.0) < 1e-9:
+        # torch's OneCycleLR ends its warm-up phase at step pct_start·steps − 1 = 0, where it divides by zero
+        out.append(
+            Problem(
+                "bad-setting",
+                f"settings.train: steps = {built.steps} with pct_start = {built.pct_start:g} gives a warm-up of "
+                "exactly one step, which torch's OneCycle schedule cannot run (it divides by zero)",
+                fix="change settings.train.steps or settings.train.pct_start (e.g. steps + 1)",
+                origin=origin,
+            )
+        )
     return built, out
 
 
