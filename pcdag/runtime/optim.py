@@ -45,12 +45,11 @@ def build_optimizer(
     for g in groups:
         g["lr"] = settings.lr * g["lr_scale"]
         g["weight_decay"] = wd0
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         [{k: v for k, v in g.items() if k != "names"} for g in groups],
         lr=settings.lr,
         betas=tuple(settings.betas),
-        fused=all(p.is_cuda for p in params) or None,  # one kernel per step on a GPU, not one per tensor group
+        fused=all(p.is_cuda for g in groups for p in g["params"]) or None,  # one kernel per step on a GPU
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt,
