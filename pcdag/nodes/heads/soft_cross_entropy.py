@@ -6,9 +6,10 @@ Per row ``i`` of logits ``s`` ``[P, K]`` and targets ``q`` ``[P, K]`` (no gradie
     ∂ℓ_i / ∂s_ik = (softmax(z_i)_k · Σ_k q_ik − q_ik) / τ
 
 The plain form (``log_softmax`` then a product) keeps the float32 log-softmax ``[P, K]`` and the targets for its
-backward: 8 bytes per entry. This keeps the logits in their own dtype (2 bytes under bf16 autocast), the targets
-and one log-sum-exp per row, and recomputes the softmax in the backward: 6 bytes per entry, and no ``[P, K]``
-log-softmax is ever written in the forward. Both compute in float32; they agree to float32 rounding (tested).
+backward: 8 bytes per entry. This keeps the logits in their own dtype (2 bytes under bf16 autocast), the targets,
+and per row a log-sum-exp and the target mass, and recomputes the softmax in the backward: 6 bytes per entry, and
+no ``[P, K]`` log-softmax is ever written in the forward. Both compute in float32; they agree to float32
+rounding (tested).
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ class _SoftCrossEntropy(torch.autograd.Function):
         lse = torch.logsumexp(z, dim=-1)  # [P]
         mass = targets.sum(dim=-1)  # [P]
         loss = lse * mass - (targets * z).sum(dim=-1)  # [P]
-        ctx.save_for_backward(logits, targets, lse)
+        ctx.save_for_backward(logits, targets, lse, mass)
         ctx.temperature = temperature
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        logits, targets, lse = ctx.saved_tensors
+        logits, targets, lse, mass = ctx.saved_tensors
         t = ctx.temperature
         p = torch.exp(logits.float() / t - lse[:, None])  # [P, K] softmax, recomputed
-        g = (p * targets.sum(dim=-1, keepdim=True) - targets) * (grad[:, None] / t)  # [P, K]
+        g = (p * mass[:, None] - targets) * (grad[:, None] / t)  # [P, K]
         return g.to(logits.dtype), None, None
 
 
