@@ -55,6 +55,9 @@ from typing import NamedTuple
 import attrs
 import torch
 
+from pcdag.graphs.batch import batch_index
+from pcdag.nodes.backbones.segment import segment_max
+
 DISTANCES_PER_CHUNK = 1 << 24  # entries of a brute-force block; a grid chunk holds a quarter as many candidates
 ESTIMATE_ROWS = 256  # rows whose k-th neighbour distance sets knn_within's cell side
 CELL_QUANTILE = 0.9  # cell side = this quantile of those distances ...
@@ -208,9 +211,8 @@ def _brute(
 def _boxes(pts: torch.Tensor, sample: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample lowest corner ``[B, 3]`` float64 of points ``[N, 3]`` in samples ``[N]`` of ``count`` ``[B]``
     points, and the largest extent over samples and axes (0-d float64)."""
-    where = sample[:, None].expand(-1, 3)  # [N, 3]
-    lo = pts.new_full((len(count), 3), math.inf).scatter_reduce_(0, where, pts, "amin")  # [B, 3]
-    hi = pts.new_full((len(count), 3), -math.inf).scatter_reduce_(0, where, pts, "amax")  # [B, 3]
+    lo = -segment_max(-pts, sample, len(count), check=False)  # [B, 3]; empty samples 0, masked below
+    hi = segment_max(pts, sample, len(count), check=False)  # [B, 3]
     extent = torch.where(count[:, None] > 0, hi.double() - lo.double(), 0.0).amax()  # exact for float32 corners
     return lo.double(), extent
 
@@ -297,8 +299,7 @@ class _Samples(NamedTuple):
 def _samples(ends: torch.Tensor, n: int) -> _Samples:
     """Per-row sample and per-sample rows from cumulative ``ends`` [B] (checked on the host) of ``n`` rows."""
     count = torch.diff(ends, prepend=ends.new_zeros(1))  # [B]
-    sample = torch.repeat_interleave(torch.arange(len(count), device=ends.device), count, output_size=n)  # [N]
-    return _Samples(sample, ends - count, count)
+    return _Samples(batch_index(ends, n), ends - count, count)
 
 
 def _knn_brute_rows(t: _Targets, rows: torch.Tensor, s: _Samples, k: int) -> tuple[torch.Tensor, torch.Tensor]:
