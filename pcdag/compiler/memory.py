@@ -103,9 +103,11 @@ def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> Me
         sizes[program.entry] = views
     saved, transient, unmodelled = {}, {}, []
     for step in program.steps:
-        inputs = {port: _input(module, sizes, src, src_port) for port, src, src_port in step.inputs}
-        own = module.nodes[step.name] if step.name in module.nodes else None  # noqa: SIM401 (ModuleDict has no get)
-        mem = step.node.memory(own, inputs)
+        inputs = {
+            port: sizes[(src, src_port)] if (src, src_port) in sizes else module.node_module(src)
+            for port, src, src_port in step.inputs
+        }
+        mem = step.node.memory(module.node_module(step.name), inputs)
         if mem is None:
             if _has_data_inputs(inputs):
                 unmodelled.append(step.name)
@@ -113,12 +115,6 @@ def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> Me
         saved[step.name], transient[step.name] = mem.saved, mem.transient
         sizes.update({(step.name, port): size for port, size in mem.outputs.items()})
     return MemoryEstimate(scenes, scene_points, sum(views.points.values()), static, saved, transient, tuple(unmodelled))
-
-
-def _input(module, sizes: dict, src: str, src_port: str):
-    if (src, src_port) in sizes:
-        return sizes[(src, src_port)]
-    return module.nodes[src] if src in module.nodes else None  # noqa: SIM401
 
 
 def _has_data_inputs(inputs: Mapping[str, object]) -> bool:

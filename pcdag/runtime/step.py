@@ -45,7 +45,8 @@ class StepModule(torch.nn.Module):
                 module.eval()
         return self
 
-    def _module(self, name: str) -> torch.nn.Module | None:
+    def node_module(self, name: str) -> torch.nn.Module | None:
+        """The module node ``name`` built, or None (a node without one)."""
         return self.nodes[name] if name in self.nodes else None  # noqa: SIM401 (ModuleDict has no get)
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
@@ -68,7 +69,7 @@ class StepModule(torch.nn.Module):
             kwargs = {port: values[(src, src_port)] for port, src, src_port in step.inputs}
             before = set(ctx.metrics)
             with torch.profiler.record_function(f"node:{step.name}"):  # per-node rows in profiler traces
-                out = step.node.forward(ctx, self._module(step.name), **kwargs)
+                out = step.node.forward(ctx, self.node_module(step.name), **kwargs)
             _prefix_new(ctx.metrics, before, step.name)
             for port, value in out.items():
                 values[(step.name, port)] = value
@@ -80,7 +81,7 @@ class StepModule(torch.nn.Module):
         for step in self.program.steps:
             inputs = {port: self.nodes[src] for port, src, _ in step.inputs if src in self.nodes}
             before = set(ctx.metrics)
-            step.node.after_step(ctx, self._module(step.name), inputs)
+            step.node.after_step(ctx, self.node_module(step.name), inputs)
             _prefix_new(ctx.metrics, before, step.name)
 
 
