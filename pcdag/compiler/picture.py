@@ -1,14 +1,17 @@
 """Pictures of a plan: Graphviz DOT text, and PNG/SVG drawn with matplotlib (no graphviz binary needed).
 
-Nodes are laid out left to right in topological layers, coloured by stage; fused groups share a frame.
+Both show the same things: stages as clusters (bands) in stage order, fused chains framed around exactly their
+members, data edges solid and model (parameter) edges dashed, port names where they are not the obvious
+``cloud``. The PNG/SVG geometry comes from ``layout.layout`` (pure, tested); this module only paints it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import networkx as nx
-
+from pcdag.compiler.boxes import connected_ports, param_lines, shown
+from pcdag.compiler.layout import Layout, layout, model_edge
+from pcdag.compiler.layout_route import STAGE_NOTES
 from pcdag.compiler.plan import Plan
 from pcdag.graphs.ports import Placement
 
@@ -19,33 +22,65 @@ COLOURS = {
     Placement.DEVICE: "#fc9272",
     Placement.EVAL: "#dadaeb",
 }
+DATA_EDGE, MODEL_EDGE, FRAME = "#404040", "#6a51a3", "#555555"
+LEGEND_ROW, DPI = 13.0, 144
+
+
+def tint(colour: str, keep: float = 0.25) -> str:
+    """``colour`` mixed with white, keeping the fraction ``keep``."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(255 - (255 - c) * keep):02x}" for c in rgb)
+
+
+def _q(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def to_dot(plan: Plan) -> str:
-    lines = [f'digraph "{plan.graph.name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];']
-    for i, grp in enumerate(plan.groups):
-        if len(grp.nodes) > 1:
-            lines.append(f'  subgraph cluster_fused_{i} {{ label="fused ({grp.placement})"; style=dashed;')
-            lines += [f'    "{n}";' for n in grp.nodes]
-            lines.append("  }")
-    for name, b in plan.bound.items():
-        label = f"{name}\\n{b.decl.type}\\n[{b.placement}]"
-        lines.append(f'  "{name}" [label="{label}", fillcolor="{COLOURS[b.placement]}"];')
+    """Graphviz text: one ``cluster_stage_*`` per stage, fused chains as nested clusters, model edges dashed."""
+    lines = [
+        f'digraph "{_q(plan.graph.name)}" {{',
+        "  rankdir=LR; newrank=true; fontname=Helvetica;",
+        '  node [shape=box, style="rounded,filled", fontname=Helvetica, fontsize=10];',
+        "  edge [fontname=Helvetica, fontsize=8];",
+    ]
+    fused = {n: i for i, g in enumerate(plan.groups) if len(g.nodes) > 1 for n in g.nodes}
+    for k, stage in enumerate(plan.stages, 1):
+        p = stage.placement
+        lines.append(f"  subgraph cluster_stage_{k} {{")
+        lines.append(f'    label="{k} · {p}\\n{STAGE_NOTES[p]}"; style=filled; color="#bbbbbb";')
+        lines.append(f'    fillcolor="{tint(COLOURS[p])}";')
+        done: set[int] = set()
+        for name in stage.nodes:
+            if name in fused and fused[name] not in done:
+                i = done.add(fused[name]) or fused[name]
+                lines.append(f'    subgraph cluster_fused_{i} {{ label="fused: one function"; style="dashed,filled";')
+                lines.append(f'      fillcolor=white; color="{FRAME}";')
+                lines += [f"      {_dot_node(plan, n)}" for n in plan.groups[i].nodes]
+                lines.append("    }")
+            elif name not in fused:
+                lines.append(f"    {_dot_node(plan, name)}")
+        lines.append("  }")
     for e in plan.edges:
-        lines.append(f'  "{e.src}" -> "{e.dst}" [label="{e.src_port}→{e.dst_port}", fontsize=9];')
+        attrs = [] if (e.src_port, e.dst_port) == ("cloud", "cloud") else [f'label="{e.src_port} → {e.dst_port}"']
+        if model_edge(plan, e):
+            attrs += ["style=dashed", f'color="{MODEL_EDGE}"', f'fontcolor="{MODEL_EDGE}"']
+        lines.append(f'  "{_q(e.src)}" -> "{_q(e.dst)}"' + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _layout(plan: Plan) -> dict[str, tuple[float, float]]:
-    g = nx.DiGraph()
-    g.add_nodes_from(plan.bound)
-    g.add_edges_from((e.src, e.dst) for e in plan.edges)
-    pos = {}
-    for x, layer in enumerate(nx.topological_generations(g)):
-        for y, name in enumerate(sorted(layer)):
-            pos[name] = (x * 2.6, -(y - (len(layer) - 1) / 2) * 1.3)
-    return pos
+def _dot_node(plan: Plan, name: str) -> str:
+    b = plan.bound[name]
+    label = "\\n".join(_q(t) for t in (name, b.decl.type, *param_lines(plan, name)))
+    ins, outs = connected_ports(plan, name)
+    model = any(o.type.name == "Model" for o in b.cls.outputs.values())
+    extra = f', color="{MODEL_EDGE}", penwidth=1.6' if model else ""
+    ports = " ".join(f"{p}→" for p in shown(ins)) + ("  " if shown(ins) and shown(outs) else "")
+    ports += " ".join(f"→{p}" for p in shown(outs))
+    if ports:
+        label += f"\\n({_q(ports)})"
+    return f'"{_q(name)}" [label="{label}", fillcolor="{COLOURS[b.placement]}"{extra}];'
 
 
 def draw(plan: Plan, out: Path) -> list[Path]:
@@ -54,74 +89,40 @@ def draw(plan: Plan, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch, Patch
 
+    from pcdag.compiler.picture_paint import legend_columns
     from pcdag.runtime.atomic import atomic_write_text
 
-    pos = _layout(plan)
-    xs = [p[0] for p in pos.values()] or [0]
-    ys = [p[1] for p in pos.values()] or [0]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * (max(xs) - min(xs)) / 2.6 + 3), max(3.0, max(ys) - min(ys) + 2.5)))
-    for grp in plan.groups:
-        if len(grp.nodes) > 1:
-            gx = [pos[n][0] for n in grp.nodes]
-            gy = [pos[n][1] for n in grp.nodes]
-            ax.add_patch(
-                FancyBboxPatch(
-                    (min(gx) - 1.15, min(gy) - 0.55),
-                    max(gx) - min(gx) + 2.3,
-                    max(gy) - min(gy) + 1.1,
-                    boxstyle="round,pad=0.05",
-                    fill=False,
-                    linestyle="--",
-                    edgecolor="#555555",
-                )
-            )
-            ax.text(min(gx) - 1.1, max(gy) + 0.7, f"fused ({grp.placement})", fontsize=7, color="#555555")
-    for e in plan.edges:
-        (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
-        ax.annotate(
-            "", xy=(x1 - 1.0, y1), xytext=(x0 + 1.0, y0), arrowprops={"arrowstyle": "->", "color": "#444444", "lw": 1.2}
-        )
-    for name, b in plan.bound.items():
-        x, y = pos[name]
-        ax.add_patch(
-            FancyBboxPatch(
-                (x - 1.0, y - 0.4),
-                2.0,
-                0.8,
-                boxstyle="round,pad=0.04",
-                facecolor=COLOURS[b.placement],
-                edgecolor="#333333",
-            )
-        )
-        ax.text(x, y + 0.12, name, ha="center", va="center", fontsize=9, weight="bold")
-        ax.text(x, y - 0.18, b.decl.type, ha="center", va="center", fontsize=7 if len(b.decl.type) <= 20 else 5.5)
-    present = sorted({b.placement for b in plan.bound.values()})
-    ax.legend(
-        handles=[Patch(facecolor=COLOURS[p], edgecolor="#333333", label=str(p)) for p in present],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.02),
-        ncol=len(present),
-        fontsize=8,
-        frameon=False,
-    )
-    ax.set_xlim(min(xs) - 1.4, max(xs) + 1.4)
-    ax.set_ylim(min(ys) - 0.9, max(ys) + 0.9)
-    ax.set_aspect("equal")
+    geo = layout(plan)
+    handles, ncol = legend_columns(plan, geo)
+    below = LEGEND_ROW * (-(-len(handles) // ncol) + 1)  # the legend's strip under the layout
+    fig = plt.figure(figsize=(geo.width / 72, (geo.height + below) / 72))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, geo.width)
+    ax.set_ylim(-below, geo.height)
     ax.axis("off")
-    ax.set_title(f"{plan.graph.name} ({plan.purpose})", fontsize=10)
+    paint(ax, plan, geo)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
     dot = out.with_suffix(".dot")
     atomic_write_text(dot, to_dot(plan))
-    written.append(dot)
+    written = [dot]
     for ext in (".png", ".svg"):
         path = out.with_suffix(ext)
         tmp = path.with_name(f".{path.name}.tmp{ext}")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        fig.savefig(tmp, dpi=DPI)
         tmp.replace(path)
         written.append(path)
     plt.close(fig)
     return written
+
+
+def paint(ax, plan: Plan, geo: Layout) -> None:
+    from pcdag.compiler.picture_paint import bands, edges, fused, legend, nodes, text
+
+    bands(ax, geo)
+    fused(ax, geo)
+    edges(ax, geo)
+    nodes(ax, plan, geo)
+    text(ax, geo.title)
+    legend(ax, plan, geo)
