@@ -203,17 +203,20 @@ def fused_box(plan: Plan, nodes: tuple[str, ...], meas=measure) -> FusedBox:
     n_rows = -(-len(boxes) // FUSED_ROW)
     per_row = -(-len(boxes) // n_rows)
     rows = [boxes[i : i + per_row] for i in range(0, len(boxes), per_row)]
-    row_h = [max(b.rect.height for b in row) for row in rows]
+    lifts = [_lifts(row) for row in rows]  # each box's bottom above its row's bottom: straight arrows
+    row_h = [max(v + b.rect.height for v, b in zip(ls, row, strict=True)) for ls, row in zip(lifts, rows, strict=True)]
     label = fused_label(plan, nodes)
     inner_w = max(sum(b.rect.width for b in row) + FUSED_ARROW * (len(row) - 1) for row in rows)
     width = max(inner_w, meas(label, LABEL_SIZE)[0]) + 2 * FUSED_PAD
     height = FUSED_HEAD + FUSED_PAD + sum(row_h) + FUSED_ROW_GAP * (n_rows - 1)
     placed: list[NodeBox] = []
+    bottoms = []
     top = height - FUSED_HEAD
-    for row, h in zip(rows, row_h, strict=True):
+    for row, h, ls in zip(rows, row_h, lifts, strict=True):
         x = FUSED_PAD
-        for b in row:  # centred vertically in the row
-            placed.append(b.moved(x, top - h / 2 - b.rect.height / 2))
+        bottoms.append(top - h)
+        for b, lift in zip(row, ls, strict=True):
+            placed.append(b.moved(x, top - h + lift))
             x += b.rect.width + FUSED_ARROW
         top -= h + FUSED_ROW_GAP
     arrows = []
@@ -223,7 +226,7 @@ def fused_box(plan: Plan, nodes: tuple[str, ...], meas=measure) -> FusedBox:
             xm = (x0 + x1) / 2
             arrows.append(((x0, y0), (xm, y0), (xm, y1), (x1, y1)))
         else:  # wrap: right of the row's last box, down into the gap below the row, left, down into the next
-            gap_y = a.rect.y0 - _row_drop(row_h, i // per_row, a) - FUSED_ROW_GAP / 2
+            gap_y = bottoms[i // per_row] - FUSED_ROW_GAP / 2
             xl = FUSED_PAD / 2
             xr = x0 + FUSED_PAD / 2
             arrows.append(((x0, y0), (xr, y0), (xr, gap_y), (xl, gap_y), (xl, y1), (x1, y1)))
@@ -231,6 +234,10 @@ def fused_box(plan: Plan, nodes: tuple[str, ...], meas=measure) -> FusedBox:
     return FusedBox(tuple(nodes), Rect(0.0, 0.0, width, height), text, tuple(placed), tuple(arrows))
 
 
-def _row_drop(row_h: list[float], r: int, last: NodeBox) -> float:
-    """How far the bottom of row ``r`` lies below the bottom of its last box (boxes are centred in rows)."""
-    return (row_h[r] - last.rect.height) / 2
+def _lifts(row: list[NodeBox]) -> list[float]:
+    """Heights of the boxes' bottoms above the row's bottom such that each arrow between neighbours is level."""
+    lift = [0.0]
+    for a, b in pairwise(row):
+        lift.append(lift[-1] + next(iter(a.outs.values()))[1] - next(iter(b.ins.values()))[1])
+    low = min(lift)
+    return [v - low for v in lift]

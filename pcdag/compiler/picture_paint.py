@@ -74,11 +74,12 @@ def legend_columns(plan: Plan, geo: Layout) -> tuple[list, int]:
     """The legend's entries and how many fit side by side under the picture."""
     present = sorted({b.placement for b in plan.bound.values()})
     handles = [Patch(facecolor=COLOURS[p], edgecolor="#333333", label=str(p)) for p in present]
-    handles += [
-        Line2D([], [], color=DATA_EDGE, lw=1.0, label="data edge"),
-        Line2D([], [], color=MODEL_EDGE, lw=1.0, ls=(0, (4, 2)), label="model edge (parameters)"),
-        Patch(facecolor="white", edgecolor=MODEL_EDGE, lw=1.6, label="provides a model"),
-    ]
+    handles.append(Line2D([], [], color=DATA_EDGE, lw=1.0, label="data edge"))
+    if any(e.model for e in geo.edges):
+        handles += [
+            Line2D([], [], color=MODEL_EDGE, lw=1.0, ls=(0, (4, 2)), label="model edge (parameters)"),
+            Patch(facecolor="white", edgecolor=MODEL_EDGE, lw=1.6, label="provides a model"),
+        ]
     if geo.fused:
         handles.append(Patch(facecolor="white", edgecolor=FRAME, ls="--", label="fused: runs as one function"))
     return handles, max(1, min(len(handles), int(geo.width // 125)))
