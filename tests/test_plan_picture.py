@@ -77,6 +77,8 @@ def check_geometry(plan, geo: Layout) -> None:
         (xs, ys), (xd, yd) = e.points[0], e.points[-1]
         assert xs == pytest.approx(src.x1) and src.y0 < ys < src.y1, e.edge
         assert xd == pytest.approx(dst.x0) and dst.y0 < yd < dst.y1, e.edge
+        assert all(q[0] >= p[0] for p, q in pairwise(e.points)), e.edge  # left to right: heads point into boxes
+        assert e.points[-1][0] - e.points[-2][0] > 0, e.edge
         frames = [f.rect for f in geo.fused if members.get(e.edge.src) is not f and members.get(e.edge.dst) is not f]
         for p, q in pairwise(e.points):
             for nb in boxes:

@@ -130,7 +130,11 @@ def _route(chain, e, units, ys, xl, xr, col) -> tuple[tuple[float, float], ...]:
         end = _abs(units, ys, xl, xr, j, item, (e.dst, e.dst_port), "in")
         pts += bezier(pts[-1], (xl[j], end[1]))
         pts.append((xr[j], end[1]) if item not in units else end)
-    return tuple(p for i, p in enumerate(pts) if i == 0 or p != pts[i - 1])
+    out = [pts[0]]
+    for p in pts[1:]:  # drop stubs of (rounding-error) length zero: where a box is its column's widest
+        if abs(p[0] - out[-1][0]) + abs(p[1] - out[-1][1]) > 1e-6:
+            out.append(p)
+    return tuple(out)
 
 
 def assemble(plan, units, columns, col, chains, outer, models, ys, with_models, meas) -> Layout:

@@ -47,11 +47,13 @@ def fused(ax, geo: Layout) -> None:
 def _polyline(ax, pts, colour: str, style) -> None:
     xs, ys = zip(*pts, strict=True)
     ax.plot(xs, ys, color=colour, lw=1.0, ls=style, solid_capstyle="butt")
-    (x0, y0), (x1, y1) = pts[-2], pts[-1]
-    ax.annotate(
+    x1, y1 = pts[-1]
+    x0, y0 = next((p for p in reversed(pts) if abs(p[0] - x1) + abs(p[1] - y1) > 3), pts[0])
+    norm = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-9)
+    ax.annotate(  # the head, 6 pt long along the last segment's direction (axes units are points)
         "",
         xy=(x1, y1),
-        xytext=(x1 - 0.01 * (x1 - x0), y1 - 0.01 * (y1 - y0)),
+        xytext=(x1 - 6 * (x1 - x0) / norm, y1 - 6 * (y1 - y0) / norm),
         arrowprops={"arrowstyle": HEAD, "color": colour, "lw": 1.0, "shrinkA": 0, "shrinkB": 0},
     )
 
