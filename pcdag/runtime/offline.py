@@ -4,7 +4,9 @@
 ``scene_fn(item, rng)`` and writes the resulting cloud to the ``SceneStore``. What it guarantees:
 
 - **Resumable.** Each scene's cache key hashes the stage key (graph, parameters, node versions), the scene id and
-  the fingerprint of its input files; scenes already committed with that key are skipped (unless ``force``).
+  the content fingerprint of its input files (``SceneRef.fingerprint``, hashed once and cached in
+  ``<store>/.fingerprints.json``); scenes already committed with that key are skipped (unless ``force``), and
+  when every scene is, the run returns without importing Dask or starting a cluster.
 - **Deterministic.** A scene's generator is seeded from ``(seed, hash of the scene id)``, never from the worker or
   the order in which scenes run.
 - **Keeps going.** An exception in one scene quarantines it (error and traceback in ``<store>/quarantine/``) and
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 import traceback
 import uuid
@@ -31,13 +34,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
-import dask
 import numpy as np
 from tqdm.auto import tqdm
 
 from pcdag.compiler.schedule import default_partition_size, partition
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import SceneRef
+from pcdag.runtime.fingerprint import CACHE_FILE, DigestCache
 from pcdag.runtime.store import SceneStore
 
 SceneFn = Callable[[Any, np.random.Generator], PointCloud]
@@ -54,10 +57,28 @@ WORKER_MEMORY = {
 # ---------------------------------------------------------------------------------------------- keys, seeds
 
 
-def scene_key(stage_key: str, ref: SceneRef) -> str:
-    """Cache key of one scene of one stage: changes with the stage, the scene id or any input file."""
+def scene_key(stage_key: str, ref: SceneRef, digest: Callable[[str], str] | None = None) -> str:
+    """Cache key of one scene of one stage: changes with the stage, the scene id or the content of any input
+    file (``digest``: a cached file hash, see ``pcdag.runtime.fingerprint``); not with where the files lie."""
+    return _key(stage_key, ref.id, ref.fingerprint(digest))
+
+
+def legacy_scene_key(stage_key: str, ref: SceneRef) -> str:
+    """The key stores written before content fingerprints used (absolute path, size and mtime of each file);
+    only read to re-key such stores in place (``_rekey``), never written."""
+    parts = []
+    for p in ref.paths:
+        try:
+            st = os.stat(p)
+            parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{p}:missing")
+    return _key(stage_key, ref.id, "|".join(parts))
+
+
+def _key(stage_key: str, scene_id: str, fingerprint: str) -> str:
     h = hashlib.sha256()
-    for part in (stage_key, ref.id, ref.fingerprint()):
+    for part in (stage_key, scene_id, fingerprint):
         h.update(part.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
@@ -236,14 +257,16 @@ def run_offline(
     _check_settings(seed=seed, workers=workers, threads_per_worker=threads_per_worker, partition_size=partition_size)
     store.prepare()  # a path that is not a store fails here, not once per scene
     store.clean_tmp()
-    tasks = [SceneTask(ref, scene_key(stage_key, ref)) for ref in refs]
+    digests = DigestCache(store.path / CACHE_FILE)
+    tasks = [SceneTask(ref, scene_key(stage_key, ref, digests.digest)) for ref in refs]
+    digests.save()
     outcomes: dict[str, list[SceneOutcome]] = {}
     for t in tasks:
-        done = None if force else _already_done(store, t)
+        done = None if force else _already_done(store, t) or _rekey(store, t, stage_key)
         if done is not None:
             outcomes[t.ref.id] = [SceneOutcome(scene, "skipped") for scene in done]
     todo = [t for t in tasks if t.ref.id not in outcomes]
-    if todo:
+    if todo:  # only now is Dask imported and a cluster started: a fully cached re-run needs neither
         cluster = dict(
             scheduler=scheduler,
             workers=workers,
@@ -264,6 +287,17 @@ def _already_done(store: SceneStore, task: SceneTask) -> list[str] | None:
     if store.has(task.ref.id, task.key):
         return [task.ref.id]
     return store.item_scenes(task.ref.id, task.key)
+
+
+def _rekey(store: SceneStore, task: SceneTask, stage_key: str) -> list[str] | None:
+    """Adopt what a store written before content fingerprints holds for this item under its old key (same
+    files, same size and mtime: the old guarantee), writing the new key; the scenes, or None."""
+    if not task.ref.paths:
+        return None  # no input files: the old and new keys are equal, nothing to adopt
+    old = legacy_scene_key(stage_key, task.ref)
+    if store.rekey(task.ref.id, old, task.key):
+        return [task.ref.id]
+    return store.rekey_item(task.ref.id, old, task.key)
 
 
 def _item_of(scene: str, tasks: list[SceneTask]) -> str:
@@ -310,6 +344,7 @@ def dask_client(
     scheduler: str | None, workers: int, threads_per_worker: int, processes: bool, memory_limit: str
 ) -> Iterator[Any]:
     """A ``distributed.Client``: to ``scheduler`` if given, else to an embedded ``LocalCluster`` closed on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     with dask.config.set(WORKER_MEMORY):
