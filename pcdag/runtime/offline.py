@@ -10,7 +10,8 @@
 - **Deterministic.** A scene's generator is seeded from ``(seed, hash of the scene id)``, never from the worker or
   the order in which scenes run.
 - **Keeps going.** An exception in one scene quarantines it (error and traceback in ``<store>/quarantine/``) and
-  the run continues; a worker killed by the OS (out of memory) has its batch retried scene by scene.
+  the run continues; a worker killed by the OS (out of memory) has its batch retried scene by scene, and a scene
+  whose worker died again is retried alone at the end (so a scene merely queued beside the culprit is not blamed).
 - **Bounded task count.** Scenes are batched into partitions (``default_partition_size``), one Dask task each, so
   a 100k-scene dataset makes a few hundred tasks, not 100k.
 
@@ -401,26 +402,22 @@ class _Run:
             slots = sum(client.nthreads().values()) or cluster["workers"] * cluster["threads_per_worker"]
             size = partition_size or default_partition_size(len(todo), slots)
             pending = {self._submit(client, part): part for part in partition(todo, size)}
+            suspects: list[SceneTask] = []  # scenes whose worker died: retried alone once the rest is done
             done = as_completed(list(pending))
             for fut in done:
                 part = pending.pop(fut)
                 try:
                     batch = fut.result()
                     fut.release()  # a finished batch is never recomputed when a worker dies later
-                except KilledWorker as exc:
+                except KilledWorker:
                     if len(part) > 1:  # find the scene that kills its worker: retry the batch scene by scene
                         for task in part:
                             single = self._submit(client, [task])
                             pending[single] = [task]
                             done.add(single)
-                        continue
-                    died = RuntimeError(
-                        "its worker process died while computing it (out of memory, or a crash in native code)"
-                    )
-                    ref = part[0].ref
-                    batch = [
-                        _quarantine(self.store, part[0], ref.id, ref.room, died, _error_text(exc), time.perf_counter())
-                    ]
+                    else:  # it, or a scene queued on the same worker, killed it: decide when nothing else runs
+                        suspects.append(part[0])
+                    continue
                 except Exception as exc:  # not one scene's error (those are caught in the task): stop the run
                     raise RuntimeError(
                         f"offline task for {len(part)} scene(s) from {part[0].ref.id!r} failed outside any scene "
@@ -428,7 +425,19 @@ class _Run:
                     ) from exc
                 results += batch
                 self._tick(bar, batch, len(part))
+            for task in suspects:  # one at a time, so a death is this scene's own
+                batch = self._alone(client, task, KilledWorker)
+                results += batch
+                self._tick(bar, batch, 1)
         return results
+
+    def _alone(self, client: Any, task: SceneTask, killed: type) -> list[SceneOutcome]:
+        try:
+            return self._submit(client, [task]).result()
+        except killed as exc:
+            died = RuntimeError("its worker process died while computing it (out of memory, or a crash in native code)")
+            ref = task.ref
+            return [_quarantine(self.store, task, ref.id, ref.room, died, _error_text(exc), time.perf_counter())]
 
     def _submit(self, client: Any, part: list[SceneTask]) -> Any:
         key = f"pcdag-offline-{uuid.uuid4().hex[:12]}"
