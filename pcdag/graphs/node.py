@@ -20,7 +20,9 @@ Three shapes of executable node:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -190,18 +192,36 @@ class SceneRef:
     room: str
     paths: tuple[str, ...] = ()
 
-    def fingerprint(self) -> str:
-        """Changes when any input file changes (size and modification time), for cache keys."""
-        import os
+    def fingerprint(self, digest: Callable[[str], str] | None = None) -> str:
+        """Changes when the content of any input file changes, for cache keys.
 
-        parts = []
-        for p in self.paths:
-            try:
-                st = os.stat(p)
-                parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
-            except OSError:
-                parts.append(f"{p}:missing")
-        return "|".join(parts)
+        Each file contributes its name relative to the folder its files share and ``digest(path)`` (by default
+        a BLAKE2b hash of its bytes; the offline executor passes a cached one). Neither the absolute location
+        nor the modification time enters: a copied, moved or touched file keeps the fingerprint.
+        """
+        digest = digest or file_digest
+        names = relative_names(self.paths)
+        return "|".join(f"{name}:{digest(p)}" for name, p in zip(names, self.paths, strict=True))
+
+
+def relative_names(paths: Sequence[str]) -> list[str]:
+    """Each path relative to the deepest folder holding all of them (a lone file: its base name)."""
+    if not paths:
+        return []
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), base).replace(os.sep, "/") for p in paths]
+
+
+def file_digest(path: str) -> str:
+    """BLAKE2b (128 bits) of a file's bytes read in 1 MiB blocks; ``missing`` when it cannot be read."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError:
+        return "missing"
+    return h.hexdigest()
 
 
 EVAL_SPLITS = ("val", "test")

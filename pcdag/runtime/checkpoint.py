@@ -7,7 +7,8 @@ A checkpoint is a plain dict of tensors, numbers and strings:
     settings), graph_hash, preset, seed, world_size, step (optimiser steps done), modules {node: state_dict},
     optimizer, scheduler
 
-Files are ``DIR/step-00001234.pt``; the newest ``keep`` are kept.
+Files are ``DIR/step-00001234.pt``; the newest ``keep`` are kept. A writer killed mid-save leaves only a
+``.step-*.pt.tmp-PID`` file (never listed or loaded), removed by the next save.
 """
 
 from __future__ import annotations
@@ -98,8 +99,14 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 
 
 def prune(directory: Path, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints; also remove half-written temporaries of killed writers (one process
+    writes a run's checkpoints, so another pid's temporary is a leftover)."""
     for _, p in list_checkpoints(directory)[:-keep]:
         p.unlink(missing_ok=True)
+    mine = f".tmp-{os.getpid()}"
+    for p in directory.glob(".step-*.pt.tmp-*"):
+        if not p.name.endswith(mine):
+            p.unlink(missing_ok=True)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

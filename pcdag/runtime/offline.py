@@ -4,11 +4,14 @@
 ``scene_fn(item, rng)`` and writes the resulting cloud to the ``SceneStore``. What it guarantees:
 
 - **Resumable.** Each scene's cache key hashes the stage key (graph, parameters, node versions), the scene id and
-  the fingerprint of its input files; scenes already committed with that key are skipped (unless ``force``).
+  the content fingerprint of its input files (``SceneRef.fingerprint``, hashed once and cached in
+  ``<store>/.fingerprints.json``); scenes already committed with that key are skipped (unless ``force``), and
+  when every scene is, the run returns without importing Dask or starting a cluster.
 - **Deterministic.** A scene's generator is seeded from ``(seed, hash of the scene id)``, never from the worker or
   the order in which scenes run.
 - **Keeps going.** An exception in one scene quarantines it (error and traceback in ``<store>/quarantine/``) and
-  the run continues; a worker killed by the OS (out of memory) has its batch retried scene by scene.
+  the run continues; a worker killed by the OS (out of memory) has its batch retried scene by scene, and a scene
+  whose worker died again is retried alone at the end (so a scene merely queued beside the culprit is not blamed).
 - **Bounded task count.** Scenes are batched into partitions (``default_partition_size``), one Dask task each, so
   a 100k-scene dataset makes a few hundred tasks, not 100k.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 import traceback
 import uuid
@@ -31,13 +35,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
-import dask
 import numpy as np
 from tqdm.auto import tqdm
 
 from pcdag.compiler.schedule import default_partition_size, partition
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import SceneRef
+from pcdag.runtime.fingerprint import CACHE_FILE, DigestCache
 from pcdag.runtime.store import SceneStore
 
 SceneFn = Callable[[Any, np.random.Generator], PointCloud]
@@ -54,10 +58,28 @@ WORKER_MEMORY = {
 # ---------------------------------------------------------------------------------------------- keys, seeds
 
 
-def scene_key(stage_key: str, ref: SceneRef) -> str:
-    """Cache key of one scene of one stage: changes with the stage, the scene id or any input file."""
+def scene_key(stage_key: str, ref: SceneRef, digest: Callable[[str], str] | None = None) -> str:
+    """Cache key of one scene of one stage: changes with the stage, the scene id or the content of any input
+    file (``digest``: a cached file hash, see ``pcdag.runtime.fingerprint``); not with where the files lie."""
+    return _key(stage_key, ref.id, ref.fingerprint(digest))
+
+
+def legacy_scene_key(stage_key: str, ref: SceneRef) -> str:
+    """The key stores written before content fingerprints used (absolute path, size and mtime of each file);
+    only read to re-key such stores in place (``_rekey``), never written."""
+    parts = []
+    for p in ref.paths:
+        try:
+            st = os.stat(p)
+            parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{p}:missing")
+    return _key(stage_key, ref.id, "|".join(parts))
+
+
+def _key(stage_key: str, scene_id: str, fingerprint: str) -> str:
     h = hashlib.sha256()
-    for part in (stage_key, ref.id, ref.fingerprint()):
+    for part in (stage_key, scene_id, fingerprint):
         h.update(part.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
@@ -236,14 +258,16 @@ def run_offline(
     _check_settings(seed=seed, workers=workers, threads_per_worker=threads_per_worker, partition_size=partition_size)
     store.prepare()  # a path that is not a store fails here, not once per scene
     store.clean_tmp()
-    tasks = [SceneTask(ref, scene_key(stage_key, ref)) for ref in refs]
+    digests = DigestCache(store.path / CACHE_FILE)
+    tasks = [SceneTask(ref, scene_key(stage_key, ref, digests.digest)) for ref in refs]
+    digests.save()
     outcomes: dict[str, list[SceneOutcome]] = {}
     for t in tasks:
-        done = None if force else _already_done(store, t)
+        done = None if force else _already_done(store, t) or _rekey(store, t, stage_key)
         if done is not None:
             outcomes[t.ref.id] = [SceneOutcome(scene, "skipped") for scene in done]
     todo = [t for t in tasks if t.ref.id not in outcomes]
-    if todo:
+    if todo:  # only now is Dask imported and a cluster started: a fully cached re-run needs neither
         cluster = dict(
             scheduler=scheduler,
             workers=workers,
@@ -264,6 +288,17 @@ def _already_done(store: SceneStore, task: SceneTask) -> list[str] | None:
     if store.has(task.ref.id, task.key):
         return [task.ref.id]
     return store.item_scenes(task.ref.id, task.key)
+
+
+def _rekey(store: SceneStore, task: SceneTask, stage_key: str) -> list[str] | None:
+    """Adopt what a store written before content fingerprints holds for this item under its old key (same
+    files, same size and mtime: the old guarantee), writing the new key; the scenes, or None."""
+    if not task.ref.paths:
+        return None  # no input files: the old and new keys are equal, nothing to adopt
+    old = legacy_scene_key(stage_key, task.ref)
+    if store.rekey(task.ref.id, old, task.key):
+        return [task.ref.id]
+    return store.rekey_item(task.ref.id, old, task.key)
 
 
 def _item_of(scene: str, tasks: list[SceneTask]) -> str:
@@ -310,6 +345,7 @@ def dask_client(
     scheduler: str | None, workers: int, threads_per_worker: int, processes: bool, memory_limit: str
 ) -> Iterator[Any]:
     """A ``distributed.Client``: to ``scheduler`` if given, else to an embedded ``LocalCluster`` closed on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     with dask.config.set(WORKER_MEMORY):
@@ -366,26 +402,22 @@ class _Run:
             slots = sum(client.nthreads().values()) or cluster["workers"] * cluster["threads_per_worker"]
             size = partition_size or default_partition_size(len(todo), slots)
             pending = {self._submit(client, part): part for part in partition(todo, size)}
+            suspects: list[SceneTask] = []  # scenes whose worker died: retried alone once the rest is done
             done = as_completed(list(pending))
             for fut in done:
                 part = pending.pop(fut)
                 try:
                     batch = fut.result()
                     fut.release()  # a finished batch is never recomputed when a worker dies later
-                except KilledWorker as exc:
+                except KilledWorker:
                     if len(part) > 1:  # find the scene that kills its worker: retry the batch scene by scene
                         for task in part:
                             single = self._submit(client, [task])
                             pending[single] = [task]
                             done.add(single)
-                        continue
-                    died = RuntimeError(
-                        "its worker process died while computing it (out of memory, or a crash in native code)"
-                    )
-                    ref = part[0].ref
-                    batch = [
-                        _quarantine(self.store, part[0], ref.id, ref.room, died, _error_text(exc), time.perf_counter())
-                    ]
+                    else:  # it, or a scene queued on the same worker, killed it: decide when nothing else runs
+                        suspects.append(part[0])
+                    continue
                 except Exception as exc:  # not one scene's error (those are caught in the task): stop the run
                     raise RuntimeError(
                         f"offline task for {len(part)} scene(s) from {part[0].ref.id!r} failed outside any scene "
@@ -393,7 +425,19 @@ class _Run:
                     ) from exc
                 results += batch
                 self._tick(bar, batch, len(part))
+            for task in suspects:  # one at a time, so a death is this scene's own
+                batch = self._alone(client, task, KilledWorker)
+                results += batch
+                self._tick(bar, batch, 1)
         return results
+
+    def _alone(self, client: Any, task: SceneTask, killed: type) -> list[SceneOutcome]:
+        try:
+            return self._submit(client, [task]).result()
+        except killed as exc:
+            died = RuntimeError("its worker process died while computing it (out of memory, or a crash in native code)")
+            ref = task.ref
+            return [_quarantine(self.store, task, ref.id, ref.room, died, _error_text(exc), time.perf_counter())]
 
     def _submit(self, client: Any, part: list[SceneTask]) -> Any:
         key = f"pcdag-offline-{uuid.uuid4().hex[:12]}"

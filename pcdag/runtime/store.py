@@ -313,6 +313,26 @@ class SceneStore:
         scenes = record.get("scenes", [])
         return scenes if scenes and all(self.has(s, key) for s in scenes) else None
 
+    def rekey(self, scene_id: str, old: str, new: str) -> bool:
+        """Give committed scene ``scene_id`` cache key ``new`` if it has key ``old`` (its ``pcdag.json`` is
+        rewritten atomically; the arrays are not touched). True when it did."""
+        meta = self._meta(scene_id)
+        if meta is None or meta.get("key") != old:
+            return False
+        atomic_write_json(self.scene_dir(scene_id) / META_FILE, {**meta, "key": new})
+        return True
+
+    def rekey_item(self, item_id: str, old: str, new: str) -> list[str] | None:
+        """``rekey`` for every scene item ``item_id`` made with key ``old``, then its item record; the scenes,
+        or None when the item has no complete record under ``old``."""
+        scenes = self.item_scenes(item_id, old)
+        if scenes is None:
+            return None
+        for scene in scenes:
+            self.rekey(scene, old, new)
+        self.mark_item(item_id, new, scenes)
+        return scenes
+
     def stage_key(self) -> str | None:
         """Cache key of the offline stage that last wrote this store (None if never written)."""
         return self._manifest().get("stage_key")
