@@ -57,7 +57,9 @@ class VideoSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="a video file, or a folder of videos (optionally train/val/test)")
+        root: str = param(
+            validator=of_type(str), doc="a video file, or a folder of videos (optionally train/val/test)", path="in"
+        )
         splits: list[str] = param(["train"], subset_of(*video.SPLITS), doc="splits to list and load")
         fps: float = param(2.0, in_range(0.0, 1000.0), unit="Hz", doc="frames per second to sample (0 = all)")
         max_frames: int = param(0, integer(0, None), doc="evenly spaced frames at most (0 = no cap)")
