@@ -38,7 +38,7 @@ class ScanNetSource(SceneSource):
         p = self.params
         root = Path(p.root).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"ScanNetSource: root {root} does not exist or is not a folder")
+            raise FileNotFoundError(f"ScanNetSource: root {root.absolute()} does not exist or is not a folder")
         on_disk = [s for s in scannet.SPLITS if (root / s).is_dir()]
         files = scannet.file_names(p.fields, p.labels).values()
         refs = [

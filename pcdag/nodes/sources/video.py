@@ -27,7 +27,7 @@ def find_videos(root: Path) -> list[tuple[str, Path]]:
             raise ValueError(f"{root}: not a video file (expected one of {', '.join(video.VIDEO_SUFFIXES)})")
         return [("train", root)]
     if not root.is_dir():
-        raise FileNotFoundError(f"video root {root} does not exist")
+        raise FileNotFoundError(f"video root {root.absolute()} does not exist")
     found = [("train", p) for p in _videos(root)]
     for split in video.SPLITS:
         if (root / split).is_dir():
