@@ -54,7 +54,7 @@ def main() -> None:
     for text in args.overrides:
         key, _, raw = text.partition("=")
         values[key] = yaml.safe_load(raw)
-    graph = apply_overrides(apply_preset(load_graph(Path("graphs/lam3c.yaml")), args.preset), values)
+    graph = apply_overrides(apply_preset(load_graph(Path("graphs/lam3c.yaml")), args.preset), values, base=Path.cwd())
     plan = compile_graph(graph)
     if args.profile or args.host_profile:
         profile_step(plan, args.scenes, host=args.host_profile)

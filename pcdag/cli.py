@@ -116,11 +116,17 @@ def _overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _load(path: Path, overrides: list[str], preset: str | None = None) -> Graph:
-    """The graph at ``path`` with its preset and then the ``--set NODE.PARAM=VALUE`` flags applied."""
-    from pcdag.graphs.overrides import apply_overrides, apply_preset
-    from pcdag.graphs.yamlio import load_graph
+    """The graph at ``path`` with its preset and then the ``--set NODE.PARAM=VALUE`` flags applied.
 
-    graph = apply_preset(load_graph(path), preset)
+    Whatever of the file parsed is kept, its shape problems riding along for the compiler to report with the
+    rest; only a file that is no graph at all raises. ``--set`` paths are relative to the working directory."""
+    from pcdag.graphs.overrides import apply_overrides, apply_preset
+    from pcdag.graphs.yamlio import read_graph_file
+
+    loaded, problems = read_graph_file(path)
+    if loaded is None:
+        raise GraphError(problems)
+    graph = apply_preset(loaded, preset)
     values, problems = {}, []
     for text in overrides:
         key, eq, raw = text.partition("=")
@@ -130,7 +136,7 @@ def _load(path: Path, overrides: list[str], preset: str | None = None) -> Graph:
         values[key] = yaml.safe_load(raw) if raw else None
     if problems:
         raise GraphError(problems)
-    return apply_overrides(graph, values)
+    return apply_overrides(graph, values, base=Path.cwd())
 
 
 def _report(problems: list[Problem]) -> None:

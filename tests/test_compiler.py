@@ -149,7 +149,10 @@ def test_where_a_store_lives_is_not_part_of_any_key() -> None:
     assert compile_graph(g).keys == a
 
 
-def test_plan_says_which_node_expands_items_into_scenes() -> None:
-    plan = compile_graph(loads_graph((GRAPHS / "roomtours.yaml").read_text(), "roomtours.yaml"))
+def test_plan_says_which_node_expands_items_into_scenes(tmp_path) -> None:
+    from pcdag.graphs.overrides import apply_overrides
+
+    graph = loads_graph((GRAPHS / "roomtours.yaml").read_text(), "roomtours.yaml")
+    plan = compile_graph(apply_overrides(graph, {"videos.root": str(tmp_path)}))  # the videos the user supplies
     (job,) = plan.offline
     assert job.program.expands and "'split' expands each item into several scenes" in plan.render()

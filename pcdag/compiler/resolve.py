@@ -1,12 +1,15 @@
 """Pass 1 — resolve: node type names to classes, given parameters to validated ``Params``, placements.
 
 Every problem is collected; a node that cannot be resolved is kept (``node is None``) so later passes can
-still check its connections.
+still check its connections. Relative values of path parameters (``param(..., path=KIND)``) become absolute
+against ``graph.base_dir`` (the graph file's folder; the working directory when None); ``decl.params`` keeps what
+was written.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Mapping
 
 import attrs
@@ -14,7 +17,7 @@ import attrs
 from pcdag.graphs import registry
 from pcdag.graphs.graph import Graph, NodeDecl
 from pcdag.graphs.node import Node
-from pcdag.graphs.params import build_params
+from pcdag.graphs.params import absolute_path, build_params, path_fields
 from pcdag.graphs.ports import Placement
 from pcdag.graphs.problems import Problem
 
@@ -43,14 +46,15 @@ class Bound:
 def resolve(graph: Graph) -> tuple[dict[str, Bound], list[Problem]]:
     bound: dict[str, Bound] = {}
     problems: list[Problem] = []
+    base = graph.base_dir or os.getcwd()
     for decl in graph.nodes.values():
-        b, p = _resolve_one(decl)
+        b, p = _resolve_one(decl, base)
         bound[decl.name] = b
         problems += p
     return bound, problems
 
 
-def _resolve_one(decl: NodeDecl) -> tuple[Bound, list[Problem]]:
+def _resolve_one(decl: NodeDecl, base: str) -> tuple[Bound, list[Problem]]:
     cls = registry.get(decl.type)
     if cls is None:
         msg = f"unknown node type {decl.type!r}"
@@ -78,11 +82,22 @@ def _resolve_one(decl: NodeDecl) -> tuple[Bound, list[Problem]]:
         )
     node = None
     if params is not None:
+        params = _anchor_paths(params, base)
         try:
             node = cls.from_built(params, decl.params)
         except Exception as exc:  # a node's own cross-parameter checks
             problems.append(Problem("bad-param", str(exc), decl.name, origin=decl.where()))
     return Bound(decl, cls, node, placement), problems
+
+
+def _anchor_paths(params: object, base: str) -> object:
+    """``params`` with each relative path parameter made absolute against ``base``."""
+    changes = {
+        name: absolute_path(value, base)
+        for name in path_fields(type(params))
+        if isinstance(value := getattr(params, name), str)
+    }
+    return attrs.evolve(params, **changes) if changes else params
 
 
 def _param_named(message: str, given: Mapping[str, object]) -> str | None:

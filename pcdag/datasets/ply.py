@@ -34,7 +34,7 @@ def list_ply(root: Path) -> list[tuple[str, Path]]:
     if root.is_file():
         return [("train", root)]
     if not root.is_dir():
-        raise FileNotFoundError(f"PLY root {root} does not exist")
+        raise FileNotFoundError(f"PLY root {root.absolute()} does not exist")
     found = [("train", p) for p in sorted(root.glob("*.ply"))]
     for split in SPLITS:
         found += [(split, p) for p in sorted((root / split).glob("*.ply"))]

@@ -45,7 +45,7 @@ def find_sequences(root: Path) -> list[tuple[str, Path]]:
     ``root/{train,val,test}/<sequence>``. Reads no images."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"RGB-D root {root} does not exist or is not a folder")
+        raise FileNotFoundError(f"RGB-D root {root.absolute()} does not exist or is not a folder")
     if is_sequence(root):
         return [("train", root)]
     found = [("train", d) for d in sorted(root.iterdir()) if is_sequence(d)]

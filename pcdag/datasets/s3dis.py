@@ -26,7 +26,7 @@ def list_rooms(root: Path) -> list[tuple[int, Path]]:
     """``(area number, room folder)`` for every room with an ``Annotations`` folder, sorted. Reads no points."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"S3DIS root {root} does not exist or is not a folder")
+        raise FileNotFoundError(f"S3DIS root {root.absolute()} does not exist or is not a folder")
     rooms = []
     for area in sorted(root.iterdir()):
         m = _AREA.match(area.name)

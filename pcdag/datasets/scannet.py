@@ -33,7 +33,7 @@ def list_scans(root: Path, splits: Iterable[str] = SPLITS) -> list[tuple[str, Pa
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"ScanNet root {root} does not exist or is not a folder")
+        raise FileNotFoundError(f"ScanNet root {root.absolute()} does not exist or is not a folder")
     found = [s for s in SPLITS if (root / s).is_dir()]
     out: list[tuple[str, Path]] = []
     for split in splits:

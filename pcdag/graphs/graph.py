@@ -101,6 +101,12 @@ class Graph:
     settings: dict[str, Any] = attrs.field(factory=dict)
     origin: Origin | None = attrs.field(default=None, eq=False)
     presets: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # name -> {"node.param" | "settings.k": value}
+    # relative path parameters resolve against this folder (the graph file's); None: the working directory
+    base_dir: str | None = attrs.field(default=None, eq=False)
+    # a partial load (``yamlio.read_graph``): the shape problems found, and the nodes whose declaration was unusable
+    # (kept as placeholders so references to them resolve); the compiler reports these problems first
+    load_problems: tuple[Any, ...] = attrs.field(default=(), eq=False)
+    broken: Mapping[str, frozenset[str]] = attrs.field(factory=dict, eq=False)  # node -> unusable parts
 
     def add(
         self,
@@ -138,7 +144,11 @@ class Graph:
     def subgraph(self, names: set[str]) -> Graph:
         """The graph restricted to ``names`` (inputs from outside are kept and will show as dangling)."""
         return Graph(
-            self.name, {n: d for n, d in self.nodes.items() if n in names}, dict(self.settings), presets=self.presets
+            self.name,
+            {n: d for n, d in self.nodes.items() if n in names},
+            dict(self.settings),
+            presets=self.presets,
+            base_dir=self.base_dir,
         )
 
     def upstream(self, name: str) -> set[str]:

@@ -9,6 +9,7 @@ A node class declares, as class attributes, everything the compiler needs before
     per_item, expands  runs once per scene/sample (fusable); returns ``Parts`` (one item → several scenes)
     requires           optional importable modules it needs (``spconv``, ``pycolmap``, ``av``)
     fields()           which point fields it reads, writes and drops (may depend on parameters)
+    path_kinds()       which parameters are paths, and whether each is read or written
 
 Instances are *configured* nodes: ``GridSample(grid_size=0.05)`` validates its parameters at once.
 
@@ -29,7 +30,7 @@ import attrs
 import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
-from pcdag.graphs.params import ParamError, build_params, describe
+from pcdag.graphs.params import ParamError, build_params, describe, path_fields
 from pcdag.graphs.ports import POINT_CLOUD, Placement, PortType
 
 
@@ -138,6 +139,11 @@ class Node:
         """Problems with what is connected (input port -> type of the output feeding it), for checks that
         depend on parameters (e.g. a depth-based backend fed plain video). Each message becomes an error."""
         return []
+
+    def path_kinds(self, connected: frozenset[str]) -> dict[str, str]:
+        """``{parameter: path kind}`` of the path parameters (``param(..., path=KIND)``), given the connected
+        input ports; a node whose paths change role with its connections (a store written or read) overrides it."""
+        return path_fields(self.Params)
 
     def source_fields(self) -> frozenset[str] | None:
         """Fields on the output when no point cloud flows in (sources, stores); None = unknown before run time."""

@@ -5,6 +5,10 @@
 
 Keys are ``NODE.PARAM`` or ``settings.KEY`` (``settings.train.KEY`` for nested settings). A preset is a named set
 of overrides written in the graph file, so ``--preset tiny`` is the same as the corresponding ``--set`` flags.
+
+Paths: a preset's relative path values are relative to the graph file's folder, like the rest of the file. Values
+given with ``base`` (the command line's ``--set``, with ``base`` = the working directory) are made absolute
+against ``base`` here, for the parameters a node type declares as paths (``param(..., path=KIND)``).
 Every problem is collected; the graph given is never modified.
 """
 
@@ -12,18 +16,27 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from pcdag.graphs.graph import Graph
+from pcdag.graphs import registry
+from pcdag.graphs.graph import Graph, NodeDecl
+from pcdag.graphs.params import absolute_path, path_fields
 from pcdag.graphs.problems import GraphError, Problem
 
 
-def apply_overrides(graph: Graph, overrides: Mapping[str, Any], what: str = "--set") -> Graph:
-    """A copy of ``graph`` with each ``key: value`` applied; raises ``GraphError`` listing every bad key."""
-    out = Graph(graph.name, dict(graph.nodes), copy.deepcopy(graph.settings), graph.origin, dict(graph.presets))
+def apply_overrides(
+    graph: Graph, overrides: Mapping[str, Any], what: str = "--set", base: str | os.PathLike | None = None
+) -> Graph:
+    """A copy of ``graph`` with each ``key: value`` applied; raises ``GraphError`` listing every bad key.
+
+    With ``base``, a relative value of a path parameter is made absolute against ``base``."""
+    out = attrs.evolve(
+        graph, nodes=dict(graph.nodes), settings=copy.deepcopy(graph.settings), presets=dict(graph.presets)
+    )
     problems = []
     for key, value in overrides.items():
         target, dot, rest = str(key).partition(".")
@@ -33,6 +46,8 @@ def apply_overrides(graph: Graph, overrides: Mapping[str, Any], what: str = "--s
             _set_nested(out.settings, rest.split("."), value)
         elif target in out.nodes:
             decl = out.nodes[target]
+            if base is not None:
+                value = _anchored(decl, rest, value, base)
             out.nodes[target] = attrs.evolve(decl, params={**decl.params, rest: value})
         else:
             close = difflib.get_close_matches(target, list(out.nodes), n=1)
@@ -55,6 +70,14 @@ def apply_preset(graph: Graph, name: str | None) -> Graph:
     out = apply_overrides(graph, graph.presets[name], what=f"preset {name!r}:")
     out.settings["preset"] = name
     return out
+
+
+def _anchored(decl: NodeDecl, name: str, value: Any, base: str | os.PathLike) -> Any:
+    """``value`` made absolute against ``base`` when ``name`` is a path parameter of the node's type."""
+    cls = registry.get(decl.type)
+    if cls is None or not isinstance(value, str) or name not in path_fields(cls.Params):
+        return value
+    return absolute_path(value, base)
 
 
 def _set_nested(settings: dict[str, Any], path: list[str], value: Any) -> None:

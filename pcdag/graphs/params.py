@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,20 +27,51 @@ class ParamError(ValueError):
     """A parameter value is outside what its validator allows."""
 
 
+# what a path parameter names; the compiler checks each kind before anything runs (``pcdag/compiler/paths.py``)
+PATH_KINDS = {
+    "in-dir": "an existing folder that is read",
+    "in-file": "an existing file that is read",
+    "in": "an existing file or folder that is read",
+    "out-dir": "a folder that is written (created if missing)",
+    "later-dir": "a folder another command writes (a store read here): when it exists it must be a folder",
+}
+
+
 def param(
-    default: Any = attrs.NOTHING, validator: Any = None, *, unit: str = "", doc: str = "", cache: bool = True
+    default: Any = attrs.NOTHING,
+    validator: Any = None,
+    *,
+    unit: str = "",
+    doc: str = "",
+    cache: bool = True,
+    path: str | None = None,
 ) -> Any:
     """An attrs field with a validator and plan metadata (unit shown next to the value, doc in ``--help``).
 
     ``cache=False`` leaves the parameter out of cache keys: for parameters that do not change what a node
     computes (where a store lives, what a reader selects), so moving a store does not invalidate it.
+    ``path`` (a key of ``PATH_KINDS``) marks a file-system path: a relative value is resolved against the graph
+    file's folder when the graph is compiled, and the compiler checks that it exists or can be written.
     """
-    kwargs: dict[str, Any] = {"validator": validator, "metadata": {"unit": unit, "doc": doc, "cache": cache}}
+    if path is not None and path not in PATH_KINDS:
+        raise ValueError(f"path = {path!r}: choose one of {', '.join(PATH_KINDS)}")
+    metadata = {"unit": unit, "doc": doc, "cache": cache, "path": path}
+    kwargs: dict[str, Any] = {"validator": validator, "metadata": metadata}
     if isinstance(default, (list, dict, set)):
         kwargs["factory"] = lambda d=default: type(d)(d)
     else:
         kwargs["default"] = default
     return attrs.field(**kwargs)
+
+
+def path_fields(cls: type) -> dict[str, str]:
+    """``{field name: path kind}`` of the path parameters of an attrs ``Params`` class."""
+    return {f.name: f.metadata["path"] for f in attrs.fields(cls) if f.metadata.get("path")}
+
+
+def absolute_path(value: str, base: str | os.PathLike) -> str:
+    """``value`` (``~`` expanded) joined to ``base`` when relative, as an absolute path with symlinks followed."""
+    return str(Path(base, Path(value).expanduser()).resolve())
 
 
 def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):

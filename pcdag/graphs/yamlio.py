@@ -7,7 +7,15 @@
       scans:  {type: ScanNetSource, params: {root: ../shared/data/scannet-mini}}
       grid:   {type: GridSample, params: {grid_size: 0.02}, inputs: {cloud: scans}}
 
-Relative paths in parameters are relative to the directory the command runs in.
+Relative paths in parameters (those a node declares with ``param(..., path=KIND)``) are relative to the folder
+of the graph file: the compiler resolves them against ``Graph.base_dir``, which ``load_graph`` sets; the YAML
+is kept as written, so ``dump_graph`` writes back what the user wrote. A graph built in Python or parsed from a
+string without ``base_dir`` resolves against the working directory. ``--set`` values are relative to the working
+directory (``pcdag.graphs.overrides``). Settings are not paths: ``settings.train.out`` is, like ``--out``, relative
+to the working directory of the command.
+
+Aliases (``&a`` / ``*a``) are allowed, but a document whose aliases would expand past ``MAX_YAML_NODES`` nodes
+("billion laughs") is refused before anything is expanded.
 """
 
 from __future__ import annotations
@@ -25,7 +33,46 @@ FORMAT_VERSION = 1
 _NODE_KEYS = ("type", "params", "inputs", "placement")
 
 
-def _lines(text: str) -> dict[tuple[str, ...], int]:
+MAX_YAML_NODES = 200_000  # after alias expansion; a graph has a few thousand at most
+
+
+def _compose(stream: io.StringIO) -> yaml.Node | None:
+    """The YAML node tree (aliases shared, not expanded); raises ``yaml.YAMLError``."""
+    return yaml.compose(stream, Loader=yaml.SafeLoader)
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """Number of nodes ``safe_load`` would build (aliases expanded), counted on the shared tree without building
+    it; None for a recursive alias. Memoised per node, so a "billion laughs" document costs a few hundred steps."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int | None:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            return None
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        total = 1
+        for child in children:
+            n = size(child)
+            if n is None:
+                return None
+            total += n
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _lines(root: yaml.Node | None) -> dict[tuple[str, ...], int]:
     """Map key paths (``("nodes", "grid", "params", "grid_size")``) to 1-based line numbers."""
     out: dict[tuple[str, ...], int] = {}
 
@@ -37,32 +84,66 @@ def _lines(text: str) -> dict[tuple[str, ...], int]:
                     out[p] = key.start_mark.line + 1
                     walk(value, p)
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return out
     if root is not None:
         walk(root, ())
     return out
 
 
-def loads_graph(text: str, file: str = "<string>") -> Graph:
-    """Parse a graph from YAML text; raises ``GraphError`` listing every structural problem."""
+def _parse(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], int], list[Problem]]:
+    """``(data, line map, problems)``: refuses invalid YAML and documents whose aliases expand past
+    ``MAX_YAML_NODES`` (or refer to themselves) before anything is expanded."""
     stream = io.StringIO(text)
     stream.name = file  # PyYAML names the file in its messages
     try:
-        data = yaml.safe_load(stream)
+        root = _compose(stream)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         origin = Origin(file, mark.line + 1) if mark else None
-        raise GraphError([Problem("yaml", f"not valid YAML: {exc}", origin=origin)]) from None
-    lines = _lines(text)
+        return None, {}, [Problem("yaml", f"not valid YAML: {exc}", origin=origin)]
+    if root is not None:
+        n = _expanded_size(root)
+        if n is None or n > MAX_YAML_NODES:
+            why = "an alias refers to itself" if n is None else f"its aliases expand to {n:,} YAML nodes"
+            return (
+                None,
+                {},
+                [
+                    Problem(
+                        "yaml",
+                        f"{file} refused: {why} (at most {MAX_YAML_NODES:,}; a graph needs few or no aliases)",
+                        origin=Origin(file, 1),
+                        fix="write the repeated values out, or use a preset",
+                    )
+                ],
+            )
+    stream.seek(0)
+    return yaml.safe_load(stream), _lines(root), []
+
+
+def loads_graph(text: str, file: str = "<string>", base_dir: str | None = None) -> Graph:
+    """Parse a graph from YAML text; raises ``GraphError`` listing every structural problem.
+
+    ``base_dir``: the folder relative path parameters resolve against (None: the working directory)."""
+    graph, problems = read_graph(text, file, base_dir)
+    if problems:
+        raise GraphError(problems)
+    return graph
+
+
+def read_graph(text: str, file: str = "<string>", base_dir: str | None = None) -> tuple[Graph | None, list[Problem]]:
+    """Parse what can be parsed: ``(graph, shape problems)``. The graph is None only when the text is not a YAML
+    mapping; otherwise it keeps every node (a placeholder where a declaration is unusable, named in
+    ``graph.broken``) and carries the problems in ``graph.load_problems``, so the compiler still reports the
+    parameter errors of every node."""
+    data, lines, problems = _parse(text, file)
+    if problems:
+        return None, problems
 
     def at(*path: str) -> Origin:
         return Origin(file, lines.get(path, 1))
 
     if not isinstance(data, dict):
-        raise GraphError([Problem("not-a-graph", "the file is not a mapping with 'name' and 'nodes'", origin=at())])
+        return None, [Problem("not-a-graph", "the file is not a mapping with 'name' and 'nodes'", origin=at())]
     problems: list[Problem] = []
     unknown_top = sorted(set(data) - {"pcdag", "name", "nodes", "settings", "presets"})
     for key in unknown_top:
@@ -113,15 +194,16 @@ def loads_graph(text: str, file: str = "<string>") -> Graph:
         raw_nodes = {}
     presets, p = _presets(data.get("presets"), at)
     problems += p
-    graph = Graph(name, {}, dict(settings), origin=at(), presets=presets)
+    graph = Graph(name, {}, dict(settings), origin=at(), presets=presets, base_dir=base_dir)
+    broken: dict[str, frozenset[str]] = {}
     for node_name, raw in raw_nodes.items():
-        decl, node_problems = _node(str(node_name), raw, lambda *p, n=node_name: at("nodes", str(n), *p))
+        decl, parts, node_problems = _node(str(node_name), raw, lambda *p, n=node_name: at("nodes", str(n), *p))
         problems += node_problems
-        if decl is not None:
-            graph.nodes[decl.name] = decl
-    if problems:
-        raise GraphError(problems)
-    return graph
+        graph.nodes[decl.name] = decl
+        if parts:
+            broken[decl.name] = parts
+    graph.load_problems, graph.broken = tuple(problems), broken
+    return graph, problems
 
 
 def _presets(raw: Any, at) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
@@ -145,9 +227,12 @@ def _presets(raw: Any, at) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     return out, problems
 
 
-def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
+def _node(name: str, raw: Any, at) -> tuple[NodeDecl, frozenset[str], list[Problem]]:
+    """The declaration (a placeholder of type "" when ``raw`` is not a mapping), the parts of it that were unusable
+    ("node", "type", "params", "inputs") and the problems; stray keys are reported and do not spoil the rest."""
     if not isinstance(raw, dict):
-        return None, [Problem("not-a-graph", "a node must be a mapping with 'type'", name, origin=at())]
+        problem = Problem("not-a-graph", "a node must be a mapping with 'type'", name, origin=at())
+        return NodeDecl(name, "", origin=at()), frozenset({"node"}), [problem]
     problems = [
         Problem(
             "not-a-graph",
@@ -155,30 +240,24 @@ def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
             name,
             fix=f"node keys are {', '.join(_NODE_KEYS)}",
             origin=at(k),
-        )
+        )  # fmt: skip
         for k in raw
         if k not in _NODE_KEYS
     ]
+    broken: set[str] = set()
     node_type = raw.get("type")
     if not isinstance(node_type, str):
         problems.append(Problem("not-a-graph", "the node has no 'type'", name, origin=at()))
-        node_type = ""
+        node_type, broken = "", {"type"}
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         problems.append(Problem("not-a-graph", "'params' must be a mapping", name, origin=at("params")))
         params = {}
-    inputs: dict[str, PortRef] = {}
-    raw_inputs = raw.get("inputs") or {}
-    if not isinstance(raw_inputs, dict):
-        problems.append(
-            Problem("not-a-graph", "'inputs' must map input port to 'node' or 'node.port'", name, origin=at("inputs"))
-        )
-        raw_inputs = {}
-    for port, text in raw_inputs.items():
-        try:
-            inputs[str(port)] = PortRef.parse(text)
-        except ValueError as exc:
-            problems.append(Problem("not-a-graph", str(exc), name, origin=at("inputs", str(port))))
+        broken.add("params")
+    inputs, p = _inputs(name, raw.get("inputs") or {}, at)
+    problems += p
+    if p:
+        broken.add("inputs")
     placement = raw.get("placement")
     if placement is not None and not isinstance(placement, str):
         problems.append(Problem("not-a-graph", "'placement' must be a string", name, origin=at("placement")))
@@ -189,17 +268,42 @@ def _node(name: str, raw: Any, at) -> tuple[NodeDecl | None, list[Problem]]:
         for key in (raw.get(section) or {})
         if isinstance(raw.get(section), dict)
     }
-    return NodeDecl(name, node_type, params, inputs, placement, origin=at(), lines=lines), problems
+    decl = NodeDecl(name, node_type, params, inputs, placement, origin=at(), lines=lines)
+    return decl, frozenset(broken), problems
+
+
+def _inputs(name: str, raw: Any, at) -> tuple[dict[str, PortRef], list[Problem]]:
+    if not isinstance(raw, dict):
+        return {}, [
+            Problem("not-a-graph", "'inputs' must map input port to 'node' or 'node.port'", name, origin=at("inputs"))
+        ]
+    inputs: dict[str, PortRef] = {}
+    problems = []
+    for port, text in raw.items():
+        try:
+            inputs[str(port)] = PortRef.parse(text)
+        except ValueError as exc:
+            problems.append(Problem("not-a-graph", str(exc), name, origin=at("inputs", str(port))))
+    return inputs, problems
 
 
 def load_graph(path: str | Path) -> Graph:
-    """Read a graph file; a missing or unreadable file is a ``GraphError`` naming it."""
+    """Read a graph file (relative path parameters resolve against its folder); a missing or unreadable file, or
+    any shape problem, is a ``GraphError`` naming it. ``read_graph_file`` keeps what parsed instead."""
+    graph, problems = read_graph_file(path)
+    if problems:
+        raise GraphError(problems)
+    return graph
+
+
+def read_graph_file(path: str | Path) -> tuple[Graph | None, list[Problem]]:
+    """``read_graph`` of a file, with ``base_dir`` its folder (absolute)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError([Problem("file", f"cannot read graph file {str(path)!r}: {exc}")]) from None
-    return loads_graph(text, str(path))
+        return None, [Problem("file", f"cannot read graph file {str(path)!r} ({path.absolute()}): {exc}")]
+    return read_graph(text, str(path), str(path.absolute().parent))
 
 
 def graph_to_dict(graph: Graph) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def load_backbone(source: str | Path, node: str | None = None, **changes: Any) -
     path = checkpoint_file(source)
     state = ckpt.load(path) if path.suffix == ".pt" else torch.load(path, map_location="cpu", weights_only=True)
     if is_training_checkpoint(state):
-        plan = compile_graph(loads_graph(state["graph"], f"{path}:graph"))
+        plan = compile_graph(loads_graph(state["graph"], f"{path}:graph"), check_files=False)  # config only
         step = backbone_node(plan, node, f"checkpoint {path}")
         config = attrs.evolve(step.node.config, **changes)
         prefix = f"{step.name}."

@@ -77,7 +77,7 @@ def install_checkpoint(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     export_backbone(module, path)
-    return apply_overrides(graph, {f"{name}.weights": str(path)}, "--checkpoint"), name
+    return apply_overrides(graph, {f"{name}.weights": str(path)}, "--checkpoint", base=Path.cwd()), name
 
 
 def _same_weights(path: Path, module: torch.nn.Module) -> bool:

@@ -52,6 +52,7 @@ class LimitAnnotations(CloudTransform):
             None,
             of_type(str, type(None)),
             doc="annotation split (.npz from make_splits); null keeps every label",
+            path="in-file",
         )
 
     def fields(self) -> FieldEffect:

@@ -78,7 +78,10 @@ class PointTransformerV3(DeviceNode):
         grid_size: float = param(0.02, in_range(1e-4, 10.0), unit="m", doc="voxel edge when the batch has none")
         backend: str = param("auto", one_of("auto", "torch", "spconv"), doc="sparse convolution backend")
         weights: str | None = param(
-            None, _optional(of_type(str)), doc="initial weights: a Pointcept/Sonata checkpoint or `pcdag export` file"
+            None,
+            _optional(of_type(str)),
+            doc="initial weights: a Pointcept/Sonata checkpoint or `pcdag export` file",
+            path="in-file",
         )
         frozen: bool = param(False, one_of(False, True), doc="keep the weights fixed (linear probing)")
         block_lr_scale: float = param(

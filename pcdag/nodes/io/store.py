@@ -33,16 +33,23 @@ class Store(Node):
 
     @attrs.frozen
     class Params:
-        path: str = param(
-            validator=of_type(str), doc="store directory (relative to the working directory)", cache=False
-        )
+        path: str = param(validator=of_type(str), doc="store directory", cache=False, path="out-dir")
         splits: list = param(["train"], subset_of(*SPLITS), doc="splits the loader reads", cache=False)
         fields: list | None = param(
             None, of_type(list, type(None)), doc="fields the loader reads (default all)", cache=False
         )
         scenes: str | None = param(
-            None, of_type(str, type(None)), doc="a scene list (`pcdag splits`): read only those", cache=False
+            None,
+            of_type(str, type(None)),
+            doc="a scene list (`pcdag splits`): read only those",
+            cache=False,
+            path="in-file",
         )  # a read-side choice like splits: the store written is the same
+
+    def path_kinds(self, connected: frozenset[str]) -> dict[str, str]:
+        """Written when ``cloud`` is connected; otherwise read, and another graph's ``preprocess`` may write it."""
+        kinds = super().path_kinds(connected)
+        return kinds if "cloud" in connected else {**kinds, "path": "later-dir"}
 
     def data_splits(self) -> tuple[str, ...]:
         return tuple(self.params.splits)

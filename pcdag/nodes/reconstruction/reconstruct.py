@@ -49,7 +49,9 @@ class Reconstruct(Node):
         pixel_budget: int = param(255_000, integer(1024, None), unit="px", doc="feedforward: pixels per frame")
         patch_multiple: int = param(14, integer(1, 256), unit="px", doc="feedforward: sides a multiple of this")
         model: str | None = param(None, OPTIONAL_STR, doc="feedforward: 'module:factory' building the network")
-        weights: str | None = param(None, OPTIONAL_STR, doc="feedforward: local weights file (state dict)")
+        weights: str | None = param(
+            None, OPTIONAL_STR, doc="feedforward: local weights file (state dict)", path="in-file"
+        )
         device: str = param("auto", one_of("auto", "cpu", "cuda"), doc="feedforward: where the network runs")
         chunk_frames: int = param(0, integer(0, None), doc="frames per chunk (0 = from memory_budget)")
         chunk_overlap: int = param(8, integer(2, None), doc="frames shared by consecutive chunks")

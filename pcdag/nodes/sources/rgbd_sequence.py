@@ -30,7 +30,9 @@ class RGBDSequenceSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="a sequence folder, or a folder of sequence folders")
+        root: str = param(
+            validator=of_type(str), doc="a sequence folder, or a folder of sequence folders", path="in-dir"
+        )
         splits: list[str] = param(["train"], subset_of(*rgbd.SPLITS), doc="splits to list and load")
         frame_step: int = param(1, integer(1, 10_000), doc="keep every k-th frame")
         max_frames: int = param(0, integer(0, None), doc="keep at most this many frames (0 = all)")

@@ -27,7 +27,7 @@ class ScanNetSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="folder holding train/ val/ test/ scan folders")
+        root: str = param(validator=of_type(str), doc="folder holding train/ val/ test/ scan folders", path="in-dir")
         splits: list[str] = param(["train"], subset_of(*scannet.SPLITS), doc="splits to list and load")
         labels: str = param("segment20", one_of(*scannet.LABEL_FILES), doc="label file read into 'segment'")
         fields: list[str] = param(
@@ -38,7 +38,7 @@ class ScanNetSource(SceneSource):
         p = self.params
         root = Path(p.root).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"ScanNetSource: root {root} does not exist or is not a folder")
+            raise FileNotFoundError(f"ScanNetSource: root {root.absolute()} does not exist or is not a folder")
         on_disk = [s for s in scannet.SPLITS if (root / s).is_dir()]
         files = scannet.file_names(p.fields, p.labels).values()
         refs = [

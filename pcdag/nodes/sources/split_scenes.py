@@ -45,7 +45,10 @@ class SplitScenes(Node):
     class Params:
         classifier: str = param("shots", one_of("shots", "clip"), doc="shots: histogram cuts; clip: CLIP labels")
         clip_weights: str | None = param(
-            None, of_type(str, type(None), allowed="a path or null"), doc="clip: local weights (file or HF folder)"
+            None,
+            of_type(str, type(None), allowed="a path or null"),
+            doc="clip: local weights (file or HF folder)",
+            path="in",
         )
         clip_model: str = param("ViT-B-32", of_type(str), doc="clip: open_clip architecture of a weights file")
         rooms: list[str] = param(list(ss.REFERENCE_ROOMS), of_type(list), doc="clip: room-type prompts")

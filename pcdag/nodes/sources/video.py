@@ -27,7 +27,7 @@ def find_videos(root: Path) -> list[tuple[str, Path]]:
             raise ValueError(f"{root}: not a video file (expected one of {', '.join(video.VIDEO_SUFFIXES)})")
         return [("train", root)]
     if not root.is_dir():
-        raise FileNotFoundError(f"video root {root} does not exist")
+        raise FileNotFoundError(f"video root {root.absolute()} does not exist")
     found = [("train", p) for p in _videos(root)]
     for split in video.SPLITS:
         if (root / split).is_dir():
@@ -57,7 +57,9 @@ class VideoSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="a video file, or a folder of videos (optionally train/val/test)")
+        root: str = param(
+            validator=of_type(str), doc="a video file, or a folder of videos (optionally train/val/test)", path="in"
+        )
         splits: list[str] = param(["train"], subset_of(*video.SPLITS), doc="splits to list and load")
         fps: float = param(2.0, in_range(0.0, 1000.0), unit="Hz", doc="frames per second to sample (0 = all)")
         max_frames: int = param(0, integer(0, None), doc="evenly spaced frames at most (0 = no cap)")
