@@ -52,6 +52,24 @@ def test_copying_moving_or_touching_the_data_keeps_every_key(tmp_path: Path) -> 
     assert keys(tmp_path / "moved") == before
 
 
+def test_moving_the_data_root_keeps_the_compiled_store_key(tmp_path: Path) -> None:
+    """The source root is where the scans are, not what they are: the scene keys cover their content, so the stage
+    key a store is written under must not change when the same data is read from another folder."""
+    from pcdag.compiler import compile_graph
+    from pcdag.graphs.overrides import apply_overrides
+    from pcdag.graphs.yamlio import load_graph
+
+    a = make_scans(tmp_path / "a")
+    shutil.copytree(a, tmp_path / "b")
+    graph = load_graph(REPO / "graphs" / "scannet.yaml")
+    plans = []
+    for root in ("a", "b"):
+        values = {"scans.root": str(tmp_path / root), "scans.splits": ["train"], "store.path": str(tmp_path / "s")}
+        plans.append(compile_graph(apply_overrides(graph, values)))
+    assert plans[0].keys == plans[1].keys
+    assert keys(tmp_path / "a") == keys(tmp_path / "b")
+
+
 @given(offset=st.integers(0, 10**6), flip=st.integers(1, 255))
 def test_editing_any_byte_changes_the_key(tmp_path_factory, offset: int, flip: int) -> None:
     f = tmp_path_factory.mktemp("edit") / "scan.bin"

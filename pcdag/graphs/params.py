@@ -49,7 +49,8 @@ def param(
     """An attrs field with a validator and plan metadata (unit shown next to the value, doc in ``--help``).
 
     ``cache=False`` leaves the parameter out of cache keys: for parameters that do not change what a node
-    computes (where a store lives, what a reader selects), so moving a store does not invalidate it.
+    computes (where a store lives, where a source reads from, what a reader selects), so moving a store or
+    the data does not invalidate it.
     ``path`` (a key of ``PATH_KINDS``) marks a file-system path: a relative value is resolved against the graph
     file's folder when the graph is compiled, and the compiler checks that it exists or can be written.
     """

@@ -27,7 +27,9 @@ class PLYSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="a folder of .ply files (or one .ply file)", path="in")
+        root: str = param(
+            validator=of_type(str), doc="a folder of .ply files (or one .ply file)", path="in", cache=False
+        )
         splits: list[str] = param(["train"], subset_of(*ply.SPLITS), doc="splits to list and load")
         fields: list[str] = param(["color"], subset_of("color", "normal", "segment", "instance"), doc="fields to read")
 

@@ -31,7 +31,7 @@ class RGBDSequenceSource(SceneSource):
     @attrs.frozen
     class Params:
         root: str = param(
-            validator=of_type(str), doc="a sequence folder, or a folder of sequence folders", path="in-dir"
+            validator=of_type(str), doc="a sequence folder, or a folder of sequence folders", path="in-dir", cache=False
         )
         splits: list[str] = param(["train"], subset_of(*rgbd.SPLITS), doc="splits to list and load")
         frame_step: int = param(1, integer(1, 10_000), doc="keep every k-th frame")

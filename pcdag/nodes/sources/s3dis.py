@@ -37,7 +37,7 @@ class S3DISSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="folder holding Area_1 .. Area_6", path="in-dir")
+        root: str = param(validator=of_type(str), doc="folder holding Area_1 .. Area_6", path="in-dir", cache=False)
         splits: list[str] = param(["train"], subset_of("train", "val"), doc="splits to list and load")
         val_areas: list[int] = param([5], _areas, doc="areas held out as the val split")
 

@@ -27,7 +27,9 @@ class ScanNetSource(SceneSource):
 
     @attrs.frozen
     class Params:
-        root: str = param(validator=of_type(str), doc="folder holding train/ val/ test/ scan folders", path="in-dir")
+        root: str = param(
+            validator=of_type(str), doc="folder holding train/ val/ test/ scan folders", path="in-dir", cache=False
+        )
         splits: list[str] = param(["train"], subset_of(*scannet.SPLITS), doc="splits to list and load")
         labels: str = param("segment20", one_of(*scannet.LABEL_FILES), doc="label file read into 'segment'")
         fields: list[str] = param(

@@ -58,7 +58,10 @@ class VideoSource(SceneSource):
     @attrs.frozen
     class Params:
         root: str = param(
-            validator=of_type(str), doc="a video file, or a folder of videos (optionally train/val/test)", path="in"
+            validator=of_type(str),
+            doc="a video file, or a folder of videos (optionally train/val/test)",
+            path="in",
+            cache=False,
         )
         splits: list[str] = param(["train"], subset_of(*video.SPLITS), doc="splits to list and load")
         fps: float = param(2.0, in_range(0.0, 1000.0), unit="Hz", doc="frames per second to sample (0 = all)")
