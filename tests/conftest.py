@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# MKL's dynamic threading (on by default) may run a matrix product on fewer threads than asked when the machine
+# is busy, which changes the last bits of a sum and, through AdamW, ~1e-5 of a loss two steps later: tests that
+# compare two training runs would then depend on the load (docs/training.md). Set before torch is imported; the
+# training subprocesses of the tests inherit it.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
