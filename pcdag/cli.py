@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-
-from pcdag.graphs.graph import Graph
-from pcdag.graphs.problems import GraphError, Problem
+if TYPE_CHECKING:  # the graph model imports numpy and networkx: not needed to print --help
+    from pcdag.graphs.graph import Graph
+    from pcdag.graphs.problems import Problem
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pcdag", description=__doc__.split(":")[0] + ".")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # the command; only its module is imported
+    parser = argparse.ArgumentParser(prog="pcdag", description=plain(__doc__.split(":")[0]) + ".")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check graphs; list every problem; exit 1 if any is an error")
@@ -83,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=cmd_splits)
 
     p = sub.add_parser("extract", help="per-point backbone features of a point cloud file, tiled for large scenes")
-    from pcdag.runtime.extract import add_arguments as add_extract_arguments
+    if chosen == "extract":  # its arguments live with the command, which imports torch
+        from pcdag.runtime.extract import add_arguments as add_extract_arguments
 
-    add_extract_arguments(p)
+        add_extract_arguments(p)
     p.set_defaults(run=cmd_extract)
 
     p = sub.add_parser("nodes", help="list node types, or show one's ports and parameters")
@@ -95,12 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor", help="Python, torch, CUDA, GPU and which optional backends are usable")
     p.set_defaults(run=cmd_doctor)
 
-    from pcdag.stats import add_stats_parser
+    p = sub.add_parser("stats", help="points, scale and spacing of every scene of a store; table + PNG")
+    if chosen == "stats":
+        from pcdag.stats import add_stats_arguments
 
-    add_stats_parser(sub)
+        add_stats_arguments(p)
 
     args = parser.parse_args(argv)
     return args.run(args)
+
+
+def plain(text: str) -> str:
+    """Help text from a docstring, without reStructuredText's double backticks (``x`` -> x)."""
+    return text.replace("``", "")
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
@@ -120,7 +132,10 @@ def _load(path: Path, overrides: list[str], preset: str | None = None) -> Graph:
 
     Whatever of the file parsed is kept, its shape problems riding along for the compiler to report with the
     rest; only a file that is no graph at all raises. ``--set`` paths are relative to the working directory."""
+    import yaml
+
     from pcdag.graphs.overrides import apply_overrides, apply_preset
+    from pcdag.graphs.problems import GraphError, Problem
     from pcdag.graphs.yamlio import read_graph_file
 
     loaded, problems = read_graph_file(path)
@@ -146,6 +161,7 @@ def _report(problems: list[Problem]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pcdag.compiler import validate
+    from pcdag.graphs.problems import GraphError
 
     status = 0
     for path in args.graphs:
@@ -166,6 +182,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _compiled(args: argparse.Namespace):
     """The plan of ``args.graph`` with ``--set`` overrides, or None after printing every problem."""
     from pcdag.compiler import compile_graph
+    from pcdag.graphs.problems import GraphError
 
     try:
         return compile_graph(_load(args.graph, args.overrides, args.preset))
@@ -268,6 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pcdag.graphs.problems import GraphError
     from pcdag.runtime.export import export_from_checkpoint
 
     try:
@@ -280,6 +298,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pcdag.graphs.problems import GraphError
     from pcdag.runtime.eval_job import evaluate_graph
 
     try:
@@ -361,12 +380,25 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             return 1
         print(cls.help())
         return 0
-    by_role: dict[str, list[str]] = {}
-    for name in registry.names():
-        by_role.setdefault(registry.get(name).role, []).append(name)
-    for role in sorted(by_role):
-        print(f"{role}: {', '.join(by_role[role])}")
+    print(node_listing(registry.names(), registry.role, shutil.get_terminal_size().columns))
     return 0
+
+
+def node_listing(names: list[str], role_of, width: int) -> str:
+    """One wrapped line per role (``role: A, B, C``), so every node type fits one screen; then a hint."""
+    by_role: dict[str, list[str]] = {}
+    for name in names:
+        by_role.setdefault(role_of(name) or "general", []).append(name)
+    pad = max(map(len, by_role), default=0) + 2
+    width = max(width, pad + 20)
+    lines = []
+    for role in sorted(by_role):
+        head = f"{role + ':':<{pad}}"
+        lines += textwrap.wrap(
+            ", ".join(by_role[role]), width, initial_indent=head, subsequent_indent=" " * pad, break_on_hyphens=False
+        )
+    lines.append("`pcdag nodes TYPE` shows a type's ports and parameters, e.g. `pcdag nodes GridSample`")
+    return "\n".join(lines)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

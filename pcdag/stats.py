@@ -231,6 +231,12 @@ def plot_stats(
 def add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``pcdag stats`` on an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser("stats", help="points, scale and spacing of every scene of a store; table + PNG")
+    add_stats_arguments(p)
+    return p
+
+
+def add_stats_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``pcdag stats`` (``pcdag.cli`` adds them only when the command is ``stats``)."""
     p.add_argument("store", type=Path, metavar="STORE", help="a scene store directory")
     p.add_argument("--compare", type=Path, default=None, metavar="STORE2", help="a second store to overlay")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default out/stats/<store name>.png)")
@@ -238,7 +244,6 @@ def add_stats_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-points", type=int, default=MAX_SPACING_POINTS, help="points per scene for the spacing")
     p.add_argument("--seed", type=int, default=0, help="seed of the spacing's point sample (default 0)")
     p.set_defaults(run=main_stats)
-    return p
 
 
 def main_stats(args: argparse.Namespace) -> int:

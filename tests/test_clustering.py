@@ -17,7 +17,8 @@ from torch import nn
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.params import ParamError
-from pcdag.nodes.heads.clustering_head import ClusteringHead, ClusteringHeadModule
+from pcdag.nodes.heads.clustering_head import ClusteringHead
+from pcdag.nodes.heads.clustering_head_module import ClusteringHeadModule
 from pcdag.nodes.heads.clustering_loss import ClusteringLoss, view_pairs
 from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
 from pcdag.testing.autograd import saved_bytes

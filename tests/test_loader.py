@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcdag.graphs.cloud import CloudError, PointCloud
+from pcdag.runtime import loader
 from pcdag.runtime.loader import StoreDataset, collate_clouds, make_loader
 from pcdag.runtime.store import SceneStore
 
@@ -152,3 +154,18 @@ def test_set_epoch_reaches_persistent_workers(store: SceneStore) -> None:
         if epoch == 0:
             epoch0 = got
     assert not torch.equal(got, epoch0)
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 2), (16, 2)])
+def test_default_loader_workers_never_exceed_the_usable_cores(monkeypatch, cores: int, expected: int) -> None:
+    monkeypatch.setattr(loader.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert loader.loader_workers(None) == expected == min(loader.DEFAULT_WORKERS, cores)
+
+
+def test_explicit_loader_workers_are_honoured_with_a_warning_beyond_the_cores(monkeypatch) -> None:
+    monkeypatch.setattr(loader.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with pytest.warns(UserWarning, match="workers = 6 loader processes on 2 usable CPU cores"):
+        assert loader.loader_workers(6) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loader.loader_workers(2) == 2 and loader.loader_workers(0) == 0

@@ -15,8 +15,9 @@ from scipy.spatial import cKDTree
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.params import ParamError
-from pcdag.nodes.heads import laplacian
-from pcdag.nodes.heads.laplacian import EdgeSquaredDistance, LaplacianSmoothness, huber, laplacian_smoothness
+from pcdag.nodes.heads import edge_distance
+from pcdag.nodes.heads.edge_distance import EdgeSquaredDistance
+from pcdag.nodes.heads.laplacian import LaplacianSmoothness, huber, laplacian_smoothness
 from pcdag.nodes.heads.noise_consistency import NoiseConsistency
 
 
@@ -193,7 +194,7 @@ def test_edge_distance_gradient_matches_autograd() -> None:
     torch.manual_seed(0)
     feat = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     src, dst = torch.tensor([0, 1, 2, 6, 6, 3]), torch.tensor([1, 0, 5, 2, 4, 3])
-    with mock.patch.object(laplacian, "ENTRIES_PER_CHUNK", 8):  # several edge chunks
+    with mock.patch.object(edge_distance, "ENTRIES_PER_CHUNK", 8):  # several edge chunks
         assert torch.autograd.gradcheck(lambda f: EdgeSquaredDistance.apply(f, src, dst), (feat,))
         sq = EdgeSquaredDistance.apply(feat, src, dst)
     np.testing.assert_allclose(sq.detach().numpy(), ((feat[src] - feat[dst]) ** 2).sum(1).detach().numpy())

@@ -26,7 +26,6 @@ import math
 from collections.abc import Mapping
 
 import attrs
-import torch
 
 from pcdag.graphs.memory import NodeMemory, ViewPoints
 
@@ -85,6 +84,8 @@ class MemoryEstimate:
 def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> MemoryEstimate:
     """Walk ``program`` (a ``DeviceProgram``) with expected sizes; ``entry_node`` is the loader node whose batch
     enters the step and must offer ``expected_points(scene_points) -> ViewPoints``."""
+    import torch
+
     from pcdag.runtime.step import StepModule
 
     expected = getattr(entry_node, "expected_points", None)
@@ -119,6 +120,8 @@ def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> Me
 
 def _has_data_inputs(inputs: Mapping[str, object]) -> bool:
     """Whether a node reads data (sizes or unknown), not only modules: a module provider has nothing to model."""
+    import torch
+
     return any(not isinstance(v, torch.nn.Module) for v in inputs.values())
 
 
@@ -145,6 +148,8 @@ def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | Non
         return [f"memory: not estimated ({exc})"]
     if made is None:
         return []
+    import torch  # a device stage was estimated: torch is loaded already
+
     estimate, where = made
     device, capacity = "", None
     if torch.cuda.is_available():

@@ -24,6 +24,17 @@ from pcdag.graphs.problems import Problem
 from pcdag.graphs.schedule import Schedule, schedule
 
 
+def _or_auto(check: Any) -> Any:
+    """Validator: None (= decided on the machine that runs it) or what ``check`` allows."""
+
+    def run(inst: Any, a: attrs.Attribute, value: Any) -> None:
+        if value is not None:
+            check(inst, a, value)
+
+    run.allowed = f"null (auto) or {check.allowed}"  # type: ignore[attr-defined]
+    return run
+
+
 @attrs.frozen
 class TrainSettings:
     """``settings.train`` of a graph: how the device stage is optimised. Defaults follow LAM3C (spec A)."""
@@ -44,7 +55,9 @@ class TrainSettings:
     checkpoint_every: int = param(1000, integer(1, None), unit="steps", doc="write a checkpoint every N steps")
     keep_checkpoints: int = param(2, integer(1, None), doc="how many recent checkpoints to keep")
     log_every: int = param(1, integer(1, None), unit="steps", doc="metric line every N steps")
-    workers: int = param(2, integer(0, 64), doc="DataLoader worker processes per GPU")
+    workers: int | None = param(
+        None, _or_auto(integer(0, 64)), doc="DataLoader worker processes per GPU; null: min(2, usable CPU cores)"
+    )
     out: str = param("runs/{name}-{preset}", of_type(str), doc="run directory ({name}: graph name, {preset}: preset)")
     find_unused_parameters: bool = param(False, one_of(False, True), doc="DDP: allow parameters without grad")
 

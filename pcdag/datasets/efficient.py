@@ -45,13 +45,15 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import numpy as np
 
 from pcdag.runtime.atomic import atomic_write_bytes, atomic_write_json
-from pcdag.runtime.store import SceneStore
+
+if TYPE_CHECKING:
+    from pcdag.runtime.store import SceneStore
 
 FORMAT = 1
 SCENES_PROTOCOL = "limited-scenes"
@@ -311,6 +313,8 @@ def make_splits(
     Scenes the store marks stale are left out, as the loader does. Reads each scene's labels once (only when
     ``points`` is not empty). Returns the written paths: scene lists in the order given, then budgets ascending.
     """
+    from pcdag.runtime.store import SceneStore
+
     store = SceneStore(store_path)
     if not store.scenes_dir.is_dir():
         raise FileNotFoundError(f"{store.path} is not a scene store (no scenes/ directory)")

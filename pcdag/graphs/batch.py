@@ -14,11 +14,13 @@ View order is scene-major: with ``n`` views per scene, sample ``s * n + v`` is v
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 VIEW_KINDS = ("global", "local")
 
@@ -26,6 +28,8 @@ VIEW_KINDS = ("global", "local")
 def batch_index(offset: torch.Tensor, n: int | None = None) -> torch.Tensor:
     """``[N]`` sample index of every point from cumulative ``offset`` ``[B]``; pass ``n`` (= N) when known, which
     spares a device-to-host read of the total (a GPU sync)."""
+    import torch
+
     counts = torch.diff(offset, prepend=offset.new_zeros(1))
     return torch.repeat_interleave(torch.arange(len(offset), device=offset.device), counts, output_size=n)
 
@@ -57,6 +61,8 @@ class PointBatch:
     @property
     def counts(self) -> torch.Tensor:
         """``[B]`` points per sample."""
+        import torch
+
         return torch.diff(self.offset, prepend=self.offset.new_zeros(1))
 
     def replace(self, **changes: Any) -> PointBatch:
@@ -75,6 +81,8 @@ class PointBatch:
         return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> PointBatch:
+        import torch
+
         return self.map(torch.Tensor.pin_memory)
 
 
@@ -112,6 +120,8 @@ class MultiViewBatch:
         return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> MultiViewBatch:
+        import torch
+
         return self.map(torch.Tensor.pin_memory)
 
     @property
@@ -135,6 +145,8 @@ _BATCH_FIELDS = ("coord", "feat", "origin_coord", "grid_coord", "mask")
 
 def collate_points(views: Sequence[dict[str, np.ndarray]], where: str = "") -> PointBatch:
     """Concatenate views (dicts of numpy arrays) into one ``PointBatch``; all views carry the same keys."""
+    import torch
+
     if not views:
         raise ValueError(f"no views to collate{where}")
     keys = sorted(views[0])

@@ -17,10 +17,12 @@ a resumed run draws exactly what the uninterrupted one would have.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.memory import NodeMemory
 from pcdag.graphs.node import Node
@@ -85,6 +87,6 @@ class DeviceNode(Node):
         not modelled (the estimate lists the node)."""
         return None
 
-    @torch.no_grad()
     def after_step(self, ctx: StepContext, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> None:
-        """Called after every optimiser step with the node's module and the modules on its Model inputs."""
+        """Called after every optimiser step, under ``torch.no_grad`` (``StepModule.after_step``), with the node's
+        module and the modules on its Model inputs."""

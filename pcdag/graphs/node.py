@@ -158,7 +158,7 @@ class Node:
         """Human-readable signature: ports, placement and parameters with allowed values."""
         doc = (cls.__doc__ or "").strip().splitlines()
         lines = [f"{cls.type_name()} ({cls.role}; placement {'|'.join(map(str, cls.placements))})"]
-        lines += [f"  {doc[0]}"] if doc else []
+        lines += [f"  {doc[0].replace('``', '')}"] if doc else []  # plain text, not RST
         lines += [f"  in  {n}: {p.type}{'' if p.required else ' (optional)'}" for n, p in cls.inputs.items()]
         lines += [f"  out {n}: {p.type}" for n, p in cls.outputs.items()]
         lines += [f"  param {describe(f)}" for f in attrs.fields(cls.Params)]

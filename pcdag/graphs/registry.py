@@ -1,20 +1,23 @@
-"""Node registry: node types by name. Built-ins register on import of ``pcdag.nodes``; third-party packages
-add theirs through the ``pcdag.nodes`` entry-point group (each entry point names a module or a Node class)."""
+"""Node registry: node types by name. Built-ins are found by scanning the source files of ``pcdag.nodes``
+(``nodescan``) and imported one module at a time, when a graph first names their type; third-party packages add
+theirs through the ``pcdag.nodes`` entry-point group (each entry point names a module or a Node class), loaded when
+a name is not a built-in or when every name is asked for."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
 import importlib
-import pkgutil
 import warnings
 from collections.abc import Iterator
+from functools import cache
 from importlib import metadata
 
 from pcdag.graphs.node import Node
+from pcdag.graphs.nodescan import Found, scan
 
 _REGISTRY: dict[str, type[Node]] = {}
-_LOADED = False
+_LOADED = False  # entry-point plug-ins loaded
 
 
 def register(cls: type[Node]) -> type[Node]:
@@ -27,15 +30,18 @@ def register(cls: type[Node]) -> type[Node]:
     return cls
 
 
+@cache
+def builtins() -> dict[str, Found]:
+    """Built-in node type name -> defining module and role, from the source files (nothing is imported)."""
+    return scan("pcdag.nodes")
+
+
 def _load() -> None:
+    """Load the entry-point plug-ins (once)."""
     global _LOADED
     if _LOADED:
         return
     _LOADED = True
-    import pcdag.nodes as builtin
-
-    for mod in pkgutil.walk_packages(builtin.__path__, prefix="pcdag.nodes."):
-        importlib.import_module(mod.name)
     for ep in metadata.entry_points(group="pcdag.nodes"):
         try:
             obj = ep.load()
@@ -47,13 +53,33 @@ def _load() -> None:
 
 
 def get(name: str) -> type[Node] | None:
+    """The node class of type ``name``, importing its module if it is a built-in not yet imported; None: unknown."""
+    cls = _REGISTRY.get(name)
+    if cls is not None:
+        return cls
+    found = builtins().get(name)
+    if found is not None:
+        cls = getattr(importlib.import_module(found.module), name)
+        return _REGISTRY.setdefault(name, cls)  # registered on import, or again after ``registered`` forgot it
     _load()
     return _REGISTRY.get(name)
 
 
 def names() -> list[str]:
     _load()
-    return sorted(_REGISTRY)
+    return sorted(set(builtins()) | set(_REGISTRY))
+
+
+def role(name: str) -> str | None:
+    """The role of node type ``name`` (sources, geometry, …) without importing a built-in's module."""
+    cls = _REGISTRY.get(name)
+    if cls is not None:
+        return cls.role
+    found = builtins().get(name)
+    if found is not None:
+        return found.role
+    cls = get(name)
+    return None if cls is None else cls.role
 
 
 def suggest(name: str) -> str:

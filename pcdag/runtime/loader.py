@@ -12,6 +12,7 @@ and ``offset[i]`` = number of points in samples ``0..i`` (the end of sample ``i`
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -160,6 +161,32 @@ def collate_batch(samples: list[Any]) -> Any:
     if isinstance(kept[0], ViewSample):
         return collate_views(kept)
     return collate_clouds(kept)
+
+
+DEFAULT_WORKERS = 2  # loader worker processes per GPU when settings.train.workers is null
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_workers(configured: int | None) -> int:
+    """Worker processes of the training loader: ``configured`` when set (a warning when it exceeds the usable
+    cores, which makes workers compete for them), else ``min(DEFAULT_WORKERS, usable cores)``."""
+    cores = usable_cores()
+    if configured is None:
+        return min(DEFAULT_WORKERS, cores)
+    if configured > cores:
+        warnings.warn(
+            f"settings.train.workers = {configured} loader processes on {cores} usable CPU cores: they compete for "
+            f"the cores (and may stall the machine); leave it unset for min({DEFAULT_WORKERS}, cores)",
+            stacklevel=2,
+        )
+    return configured
 
 
 def make_loader(

@@ -63,6 +63,7 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "") -> N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = [r["step"] for r in records]
     terms = [k for k in records[0] if k.startswith("loss/")] if records else []
@@ -79,6 +80,7 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str = "") -> N
     ax_lr.plot(steps, [r.get("lr", math.nan) for r in records], color="tab:gray")
     ax_lr.set_ylabel("peak lr")
     ax_lr.set_xlabel("step")
+    ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers (shared with ``ax``)
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

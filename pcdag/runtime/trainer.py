@@ -33,7 +33,7 @@ from pcdag.graphs.yamlio import dumps_graph
 from pcdag.runtime import checkpoint as ckpt
 from pcdag.runtime.atomic import atomic_write_text
 from pcdag.runtime.devices import local_device
-from pcdag.runtime.loader import SkippedScene, collate_batch, dataset_from_plan
+from pcdag.runtime.loader import SkippedScene, collate_batch, dataset_from_plan, loader_workers
 from pcdag.runtime.metrics import MetricLog, plot_losses, read_metrics, write_csv
 from pcdag.runtime.optim import build_optimizer, set_weight_decay
 from pcdag.runtime.sampler import ResumableBatchSampler
@@ -169,7 +169,7 @@ class _Run:
             start=self.start * self.accum,
         )
         self.sampler = sampler
-        w = self.t.workers
+        w = loader_workers(self.t.workers)
         return torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,

@@ -15,7 +15,6 @@ import math
 
 import attrs
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import FieldEffect, effect
@@ -26,6 +25,8 @@ from pcdag.nodes.alignment.base import AlignmentTransform
 
 def hull_volume(points: np.ndarray) -> float:
     """Volume of the convex hull of ``points`` ``[N, 3]`` in m³; 0 when it has no interior (flat, < 4 points)."""
+    from scipy.spatial import ConvexHull, QhullError
+
     if len(points) < 4:
         return 0.0
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import Encoded, MultiViewBatch
 from pcdag.graphs.device import DeviceNode, StepContext
@@ -15,7 +17,7 @@ from pcdag.graphs.node import In, Out
 from pcdag.graphs.params import one_of, param
 from pcdag.graphs.ports import FEATURES, MODEL, MULTI_VIEW_BATCH
 from pcdag.graphs.registry import register
-from pcdag.nodes.backbones.ptv3 import PTv3Config
+from pcdag.nodes.backbones.ptv3_config import PTv3Config
 from pcdag.nodes.backbones.ptv3_memory import encoder_memory
 
 
@@ -41,6 +43,8 @@ class Encode(DeviceNode):
         masked: bool = param(False, one_of(False, True), doc="apply the batch's mask (mask token)")
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        import torch
+
         model, batch = inputs["model"], inputs["views"]
         if not isinstance(batch, MultiViewBatch):
             raise TypeError(f"Encode: 'views' must be a MultiViewBatch, got {type(batch).__name__}")

@@ -7,19 +7,19 @@ load through ``pointcept_io.import_backbone`` (see ``docs/pointcept.md``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import FieldEffect, Out, effect
 from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, param, subset_of
 from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
-from pcdag.nodes.backbones.pointcept_io import import_backbone
-from pcdag.nodes.backbones.ptv3 import PRESETS, PointTransformerV3Module, PTv3Config, count_parameters
-from pcdag.nodes.backbones.serialization import ORDERS
+from pcdag.nodes.backbones.ptv3_config import ORDERS, PRESETS, PTv3Config
 
 
 def _optional(check: Any) -> Any:
@@ -128,6 +128,9 @@ class PointTransformerV3(DeviceNode):
         return effect()  # no point-cloud ports
 
     def build(self, inputs: Any) -> torch.nn.Module:
+        from pcdag.nodes.backbones.pointcept_io import import_backbone
+        from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module
+
         module = PointTransformerV3Module(self.config)
         module.block_lr_scale = self.params.block_lr_scale
         if self.params.weights is not None:
@@ -140,6 +143,8 @@ class PointTransformerV3(DeviceNode):
         return {"model": module}
 
     def plan_notes(self) -> list[str]:
+        from pcdag.nodes.backbones.ptv3 import count_parameters
+
         cfg = self.config
         where = f"level {cfg.upcast_level} (grid {cfg.grid_size * 2**cfg.upcast_level:g} m)"
         out = f"{cfg.out_channels} channels at " + (where if cfg.mode == "encoder" else "the input points")

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import torch
 
-ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
+from pcdag.nodes.backbones.ptv3_config import ORDERS
+
 MAX_DEPTH = 16
 
 

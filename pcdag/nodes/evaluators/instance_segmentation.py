@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-import torch
 
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.evaluation import EvalContext, EvalResult, Evaluator
@@ -119,6 +118,8 @@ class InstanceSegmentationEval(Evaluator):
 
     def _scene(self, ctx: EvalContext, scene: str, cloud: PointCloud) -> tuple[np.ndarray, np.ndarray]:
         """Proposal of every original point (−1 none) and the confidence of each proposal."""
+        import torch
+
         p, fields = self.params, cloud.materialise()
         meta = {**cloud.meta, "scene": scene}
         sub, inverse = grid_eval_cloud(fields, p.grid_size, meta, f"scene {scene}")  # M points, [N]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-import torch
 
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.evaluation import EvalContext, EvalResult, Evaluator
@@ -137,6 +136,8 @@ class SemanticSegmentationEval(Evaluator):
         )
 
     def _scene(self, ctx: EvalContext, scene: str, cloud: PointCloud, want_features: bool):
+        import torch
+
         n, probs, features = len(cloud), None, None
         for angle, scale, flip in test_time_passes(self.params.passes):
             fields = moved(cloud, angle, scale, flip)

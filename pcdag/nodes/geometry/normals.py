@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-from scipy.spatial import cKDTree
 
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
@@ -31,6 +30,8 @@ def smallest_axis(neighbours: np.ndarray) -> np.ndarray:
 
 def estimate_normals(coord: np.ndarray, k: int) -> np.ndarray:
     """PCA normals of ``coord`` ``[N, 3]`` over ``k`` nearest neighbours (k <= N), unoriented. ``[N, 3]`` float32."""
+    from scipy.spatial import cKDTree
+
     points = coord.astype(np.float64)  # [N, 3]
     tree = cKDTree(points)
     normal = np.empty((len(points), 3), dtype=np.float32)  # [N, 3]

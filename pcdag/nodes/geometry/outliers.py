@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
@@ -44,6 +46,8 @@ def build_tree(coord: np.ndarray) -> cKDTree:
     """kd-tree of ``coord`` ``[N, 3]`` (as float64) with sliding-midpoint splits and leaves of 24 points: on scans
     its 50-NN queries are about 15 % faster than scipy's defaults (median splits, leaves of 16), and it builds
     faster."""
+    from scipy.spatial import cKDTree
+
     return cKDTree(np.asarray(coord, dtype=np.float64), leafsize=24, balanced_tree=False)
 
 

@@ -21,11 +21,13 @@ Unlike the reference, views without a single match do not enter the mean as zero
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
@@ -36,15 +38,14 @@ from pcdag.graphs.ports import FEATURES, LOSS, MODEL
 from pcdag.graphs.registry import register
 from pcdag.graphs.schedule import Schedule, schedule
 from pcdag.nodes.heads.laplacian import mean_over_views
-from pcdag.nodes.heads.neighbours import nearest_between
-from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
-from pcdag.nodes.heads.soft_cross_entropy import soft_cross_entropy
 
 PAIRINGS = ("same", "other", "first")
 
 
 def view_pairs(student: Encoded, teacher: Encoded, pairing: str) -> torch.Tensor:
     """``[P, 2]`` (student sample, teacher sample) for every student view; raises ValueError naming the ports."""
+    import torch
+
     n_s, n_t = student.per_scene, teacher.per_scene
     for port, enc in (("student", student), ("teacher", teacher)):
         if enc.per_scene < 1 or enc.n_samples % enc.per_scene:
@@ -111,9 +112,15 @@ class ClusteringLoss(DeviceNode):
         return r * r if self.params.semantics == "reference" else r
 
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
+        from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
+
         return SinkhornKnopp(self.params.sinkhorn_iterations)
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        import torch
+
+        from pcdag.nodes.heads.soft_cross_entropy import soft_cross_entropy
+
         student, teacher = inputs["student"], inputs["teacher"]
         head, teacher_head = inputs["head"], inputs["teacher_head"]
         qi, ti = self._match(student, teacher)  # [P], [P]
@@ -135,6 +142,8 @@ class ClusteringLoss(DeviceNode):
         return {"loss": LossValue(value, self._weight(ctx.progress), {"pairs": len(qi)})}
 
     def _match(self, student: Encoded, teacher: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        from pcdag.nodes.heads.neighbours import nearest_between
+
         for port, enc in (("student", student), ("teacher", teacher)):
             if enc.origin_coord is None:
                 raise ValueError(f"{self.type_name()}: port {port!r} carries no origin_coord to match views on")
@@ -149,6 +158,8 @@ class ClusteringLoss(DeviceNode):
 
     def _check_finite(self, ctx: StepContext, t_logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Raise on NaN/inf; checking the targets too makes every rank raise (the sums are shared)."""
+        import torch
+
         if bool(torch.isfinite(t_logits).all() & torch.isfinite(targets).all()):  # one host sync
             return
         if not bool(torch.isfinite(t_logits).all()):

@@ -14,11 +14,13 @@ features' points, offsets and inverse map (``point_predictions`` gives one row p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import DeviceNode, StepContext
@@ -26,7 +28,6 @@ from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.ports import FEATURES, MODEL
 from pcdag.graphs.registry import register
-from pcdag.nodes.heads.width import apply_head, input_width
 
 OUTPUTS = 4  # 3 offset components + 1 foreground logit
 
@@ -53,6 +54,10 @@ class InstanceHead(DeviceNode):
         return effect()
 
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
+        from torch import nn
+
+        from pcdag.nodes.heads.width import input_width
+
         width = input_width(self.type_name(), self.params.in_channels, inputs)
         mlp = nn.Sequential(nn.Linear(width, self.params.hidden), nn.GELU(), nn.Linear(self.params.hidden, OUTPUTS))
         for layer in (mlp[0], mlp[2]):
@@ -61,6 +66,8 @@ class InstanceHead(DeviceNode):
         return mlp
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        from pcdag.nodes.heads.width import apply_head
+
         width = module[0].in_features if module is not None else 0  # type: ignore[index]
         return {"predictions": apply_head(self.type_name(), module, inputs["features"], width)}  # [M, 4]
 

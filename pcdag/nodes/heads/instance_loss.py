@@ -18,11 +18,12 @@ Centres are taken per view, so two crops of one scene each vote for the centre o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import MultiViewBatch, PointBatch
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
@@ -52,6 +53,8 @@ def segment_ids():
 
 def centre_offsets(coord: torch.Tensor, instance: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
     """``[N, 3]``: mean coord of each point's (sample, instance) group minus the point's coord; 0 where instance < 0."""
+    import torch
+
     fg = instance >= 0  # [N]
     target = torch.zeros_like(coord)  # [N, 3]
     if not bool(fg.any()):
@@ -67,6 +70,8 @@ def centre_offsets(coord: torch.Tensor, instance: torch.Tensor, sample: torch.Te
 
 def instance_labels(views: PointBatch, stuff: list[int], who: str) -> torch.Tensor:
     """``[N]`` int64 instance ids of the views, −1 where the semantic class is in ``stuff``."""
+    import torch
+
     need = ["instance", "segment"] if stuff else ["instance"]
     missing = [n for n in need if n not in views.extra]
     if missing:
@@ -130,6 +135,8 @@ class InstanceLoss(DeviceNode):
 
     @staticmethod
     def _terms(offset: torch.Tensor, target: torch.Tensor, logit: torch.Tensor, fg: torch.Tensor) -> dict:
+        import torch.nn.functional as F
+
         foreground = F.binary_cross_entropy_with_logits(logit, fg.float())
         zero = offset.sum() * 0.0  # keeps the graph when a batch holds no instance point
         if offset.shape[0] == 0:

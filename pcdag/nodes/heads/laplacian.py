@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import Encoded, batch_index
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
@@ -36,45 +38,14 @@ from pcdag.graphs.params import ParamError, in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS
 from pcdag.graphs.registry import register
 from pcdag.graphs.schedule import Schedule, schedule
-from pcdag.nodes.heads.neighbours import knn_within
 
 DUPLICATE = 1e-10  # edges this short are self/duplicate points and are dropped
-ENTRIES_PER_CHUNK = 1 << 24  # feature entries gathered at once per edge chunk (64 MiB of float32)
-
-
-class EdgeSquaredDistance(torch.autograd.Function):
-    """``‖f[src] - f[dst]‖²`` per edge, in chunks; the backward scatters into both ends without keeping an
-    ``[E, C]`` tensor alive (memory O(E + chunk), whatever the number of edges)."""
-
-    @staticmethod
-    def forward(ctx: Any, feat: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(feat, src, dst)
-        sq = feat.new_empty(len(src))  # [E]
-        for e0, e1 in _chunks(len(src), feat.shape[1]):
-            diff = feat[src[e0:e1]] - feat[dst[e0:e1]]  # [e, C]
-            sq[e0:e1] = (diff * diff).sum(dim=1)
-        return sq
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        feat, src, dst = ctx.saved_tensors
-        out = torch.zeros_like(feat)  # [M, C]
-        for e0, e1 in _chunks(len(src), feat.shape[1]):
-            diff = feat[src[e0:e1]] - feat[dst[e0:e1]]  # [e, C]
-            part = (2.0 * grad[e0:e1]).unsqueeze(1) * diff  # d sq / d f_src; the negative for f_dst
-            out.index_add_(0, src[e0:e1], part)
-            out.index_add_(0, dst[e0:e1], -part)
-        return out, None, None
-
-
-def _chunks(n_edges: int, channels: int) -> list[tuple[int, int]]:
-    step = max(1, ENTRIES_PER_CHUNK // max(1, channels))
-    return [(e0, min(n_edges, e0 + step)) for e0 in range(0, n_edges, step)]
 
 
 def huber(sq: torch.Tensor, delta: float) -> torch.Tensor:
     """Huber ρ of r = sqrt(sq): 0.5 r² for r ≤ δ, δ (r − δ/2) above (finite gradients at r = 0)."""
+    import torch
+
     r = sq.clamp_min(delta * delta).sqrt()  # only read where r > δ
     return torch.where(sq <= delta * delta, 0.5 * sq, delta * (r - 0.5 * delta))
 
@@ -82,6 +53,8 @@ def huber(sq: torch.Tensor, delta: float) -> torch.Tensor:
 def mean_over_views(values: torch.Tensor, view: torch.Tensor, n_views: int) -> torch.Tensor:
     """Mean of ``values`` [R] per view (``view`` [R]), then over the views that have any; 0 when R = 0
     (still connected to ``values``' graph so the backward pass reaches every parameter)."""
+    import torch
+
     sums = values.new_zeros(n_views).index_add(0, view, values)  # [B]
     counts = values.new_zeros(n_views).index_add(0, view, torch.ones_like(values))  # [B]
     present = (counts > 0).to(values.dtype)
@@ -90,6 +63,8 @@ def mean_over_views(values: torch.Tensor, view: torch.Tensor, n_views: int) -> t
 
 def median_kth(dist: torch.Tensor) -> torch.Tensor:
     """Median over points of each point's farthest found neighbour (the k-th where there are k). Scalar."""
+    import torch
+
     found = torch.isfinite(dist)  # [M, k]
     farthest = torch.where(found, dist, torch.zeros_like(dist)).amax(dim=1)  # [M]
     has = found.any(dim=1)
@@ -108,6 +83,10 @@ def laplacian_smoothness(
     semantics: str = "paper",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss (scalar, float32) and diagnostics ``edges``, ``edge_points`` (fraction), ``sigma``."""
+    import torch
+
+    from pcdag.nodes.heads.neighbours import knn_within
+
     feat32 = feat.float()  # [M, C]
     index, dist = knn_within(coord, offset, k)  # [M, k], [M, k]
     scale = median_kth(dist) if sigma == "adaptive" else dist.new_tensor(float(sigma))
@@ -122,6 +101,8 @@ def laplacian_smoothness(
         log_w = -d / (scale if sigma == "adaptive" else scale * scale)
     top = torch.full_like(dist[:, 0], -math.inf).scatter_reduce(0, src, log_w, "amax")  # [M]
     w = torch.exp(log_w - top[src])  # [E] in (0, 1], 1 at each point's heaviest edge
+    from pcdag.nodes.heads.edge_distance import EdgeSquaredDistance
+
     rho = huber(EdgeSquaredDistance.apply(feat32, src, dst), delta)  # [E]
     num = feat32.new_zeros(len(dist)).index_add(0, src, w * rho)  # [M]
     den = feat32.new_zeros(len(dist)).index_add(0, src, w)  # [M], >= 1 where a point has an edge
@@ -171,6 +152,8 @@ class LaplacianSmoothness(DeviceNode):
         return effect()  # works on device batches, not on point-cloud fields
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        import torch
+
         enc: Encoded = inputs["features"]
         if enc.coord.ndim != 2 or enc.coord.shape[1] != 3 or len(enc.coord) != len(enc.feat):
             raise ValueError(

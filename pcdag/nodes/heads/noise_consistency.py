@@ -15,11 +15,12 @@ the pairs of each view, then over the views that have a pair; 0 (connected to th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
@@ -30,13 +31,17 @@ from pcdag.graphs.ports import FEATURES, LOSS
 from pcdag.graphs.registry import register
 from pcdag.graphs.schedule import Schedule, schedule
 from pcdag.nodes.heads.laplacian import mean_over_views
-from pcdag.nodes.heads.neighbours import nearest_between
 
 
 def noise_consistency(
     student: Encoded, teacher: Encoded, radius: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss (scalar, float32; no gradient to ``teacher``) and diagnostics ``pairs``, ``matched``, ``cos``."""
+    import torch
+    import torch.nn.functional as F
+
+    from pcdag.nodes.heads.neighbours import nearest_between
+
     views = torch.arange(student.n_samples, device=student.offset.device)  # [B]
     qi, ti, _ = nearest_between(
         student.origin_coord, student.offset, teacher.origin_coord, teacher.offset, views[:, None].repeat(1, 2),
@@ -91,6 +96,8 @@ class NoiseConsistency(DeviceNode):
         return effect()  # works on device batches, not on point-cloud fields
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        import torch
+
         student, teacher = inputs["student"], inputs["teacher"]
         _check(student, teacher)
         r = self.params.radius

@@ -10,17 +10,18 @@ classifier of full fine-tuning (the decoder's 64 channels). The input width come
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.ports import FEATURES, MODEL
 from pcdag.graphs.registry import register
-from pcdag.nodes.heads.width import apply_head, input_width
 
 
 @register
@@ -45,6 +46,10 @@ class SegmentationHead(DeviceNode):
         return effect()
 
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
+        from torch import nn
+
+        from pcdag.nodes.heads.width import input_width
+
         width = input_width(self.type_name(), self.params.in_channels, inputs)
         layer = nn.Linear(width, self.params.classes)
         nn.init.trunc_normal_(layer.weight, std=0.02)
@@ -52,6 +57,8 @@ class SegmentationHead(DeviceNode):
         return layer
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        from pcdag.nodes.heads.width import apply_head
+
         width = getattr(module, "in_features", 0)
         return {"logits": apply_head(self.type_name(), module, inputs["features"], width)}  # [M, classes]
 

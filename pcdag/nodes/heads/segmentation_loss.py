@@ -9,11 +9,12 @@ outside ``0..classes−1`` other than ``ignore_index`` is an error naming the sc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import MultiViewBatch
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
@@ -21,7 +22,6 @@ from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MULTI_VIEW_BATCH
 from pcdag.graphs.registry import register
-from pcdag.nodes.heads.lovasz import lovasz_softmax
 
 
 @register
@@ -49,6 +49,10 @@ class SegmentationLoss(DeviceNode):
         return effect()
 
     def forward(self, ctx: StepContext, module: Any, **inputs: Any) -> dict[str, Any]:
+        import torch.nn.functional as F
+
+        from pcdag.nodes.heads.lovasz import lovasz_softmax
+
         batch: MultiViewBatch = inputs["views"]
         logits = inputs["logits"].at_points().float()  # [N, classes]
         labels = self._labels(batch, logits.shape[1])  # [N]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import In, Out
@@ -47,20 +49,21 @@ class EMATeacher(DeviceNode):
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
         return {"model": module}
 
-    @torch.no_grad()
     def after_step(self, ctx: StepContext, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> None:
         m = self.momentum(ctx.progress)
         ctx.log("momentum", m)
         ema_update(module, inputs["model"], m)
 
 
-@torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
     """``teacher ← momentum·teacher + (1 − momentum)·student`` over parameters; buffers copied."""
-    t_params, s_params = list(teacher.parameters()), list(student.parameters())
-    if len(t_params) != len(s_params):
-        raise ValueError(f"teacher has {len(t_params)} parameter tensors, student {len(s_params)}: not a copy")
-    if momentum < 1.0:
-        torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - momentum)
-    for tb, sb in zip(teacher.buffers(), student.buffers(), strict=True):
-        tb.copy_(sb)
+    import torch
+
+    with torch.no_grad():
+        t_params, s_params = list(teacher.parameters()), list(student.parameters())
+        if len(t_params) != len(s_params):
+            raise ValueError(f"teacher has {len(t_params)} parameter tensors, student {len(s_params)}: not a copy")
+        if momentum < 1.0:
+            torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - momentum)
+        for tb, sb in zip(teacher.buffers(), student.buffers(), strict=True):
+            tb.copy_(sb)

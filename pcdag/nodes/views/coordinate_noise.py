@@ -9,10 +9,12 @@ so that the backbone recomputes it). Local views pass through untouched; ``mask`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import MultiViewBatch
 from pcdag.graphs.device import DeviceNode, StepContext
@@ -40,6 +42,8 @@ class CoordinateNoise(DeviceNode):
         return effect()  # works on device batches, not on point-cloud fields
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
+        import torch
+
         batch: MultiViewBatch = inputs["views"]
         views = batch.global_views
         coord = views.coord.float()  # [N, 3]

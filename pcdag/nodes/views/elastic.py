@@ -22,9 +22,6 @@ from typing import Any
 
 import attrs
 import numpy as np
-import torch
-import torch.nn.functional as F
-from scipy.ndimage import uniform_filter1d
 
 from pcdag.graphs.cloud import CloudError
 from pcdag.graphs.params import ParamError
@@ -37,6 +34,8 @@ def noise_grid(xyz: np.ndarray, granularity: float, rng: np.random.Generator) ->
 
     ``origin`` is the position of node ``(0, 0, 0)``; nodes are ``granularity`` apart.
     """
+    from scipy.ndimage import uniform_filter1d
+
     low = xyz.min(axis=1).astype(np.float64)  # [3]
     dims = (np.floor((xyz.max(axis=1) - low) / granularity).astype(np.int64) + 3).tolist()  # nodes per axis
     if dims[0] * dims[1] * dims[2] > MAX_NODES:
@@ -66,6 +65,9 @@ def trilinear(field: np.ndarray, origin: np.ndarray, spacing: float, xyz: np.nda
     (in the LAM3C loader 16.7 → 8.8 ms per scene, profiled on one core), which was itself faster than eight
     NumPy gathers (bench/README.md).
     """
+    import torch
+    import torch.nn.functional as F
+
     c, gx, gy, gz = field.shape
     if min(gx, gy, gz) < 2:
         raise ValueError(f"trilinear needs at least 2 nodes per axis, got a field of shape {field.shape}")

@@ -15,10 +15,12 @@ over the first 5 % of training, then constant (0.1 → 0.4 m, 0.3 → 0.7).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from pcdag.graphs.batch import MultiViewBatch, PointBatch
 from pcdag.graphs.device import DeviceNode, StepContext
@@ -32,6 +34,8 @@ from pcdag.graphs.schedule import Schedule, schedule
 
 def grid_cells(coord: torch.Tensor, batch: torch.Tensor, n_views: int, size: float) -> tuple[torch.Tensor, int]:
     """Cell id of every point (``[N]`` int64 in 0..n_cells-1) and the number of cells; cells never span views."""
+    import torch
+
     lo = torch.full((n_views, 3), float("inf"), dtype=coord.dtype, device=coord.device)
     lo = lo.scatter_reduce(0, batch[:, None].expand(-1, 3), coord, "amin")  # [B, 3] per-view minimum
     cell = torch.floor((coord - lo[batch]) / size).long()  # [N, 3]
@@ -41,6 +45,8 @@ def grid_cells(coord: torch.Tensor, batch: torch.Tensor, n_views: int, size: flo
 
 def mask_cells(cell_id: torch.Tensor, n_cells: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
     """``[N]`` bool: the points of ⌊ratio · n_cells⌋ cells drawn without replacement."""
+    import torch
+
     picked = torch.randperm(n_cells, generator=generator, device=cell_id.device)[: int(ratio * n_cells)]
     masked_cell = torch.zeros(n_cells, dtype=torch.bool, device=cell_id.device)  # [n_cells]
     masked_cell[picked] = True
@@ -50,6 +56,8 @@ def mask_cells(cell_id: torch.Tensor, n_cells: int, ratio: float, generator: tor
 def clipped_noise(
     shape: tuple[int, ...], std: float, clip: float, sides: str, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
+    import torch
+
     noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32) * std
     return noise.clamp(max=clip) if sides == "above" else noise.clamp(-clip, clip)
 
@@ -80,6 +88,8 @@ class GridMasking(DeviceNode):
 
     def mask(self, views: PointBatch, size: float, ratio: float, generator: torch.Generator) -> PointBatch:
         """A new batch: ``mask`` set, masked coordinates jittered, ``grid_coord`` None (``views`` untouched)."""
+        import torch
+
         coord = views.coord.float()  # [N, 3]
         cell_id, n_cells = grid_cells(coord, views.batch.to(coord.device), views.n_samples, size)
         mask = mask_cells(cell_id, n_cells, ratio, generator)  # [N]
