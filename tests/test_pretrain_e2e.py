@@ -158,17 +158,17 @@ def test_cell_grid_neighbour_searches_train_exactly_like_the_brute_force(store: 
     import functools
     from unittest import mock
 
-    from pcdag.nodes.heads import clustering_loss, laplacian, neighbours, noise_consistency
+    from pcdag.nodes.heads import neighbours
 
     metrics = {}
     for method in ("grid", "brute"):
         knn = functools.partial(neighbours.knn_within, method=method)
         nearest = functools.partial(neighbours.nearest_between, method=method)
+        # the loss nodes import the searches from ``neighbours`` when they run (their files import no torch)
         with (
             one_torch_thread(),  # the work split of some kernels varies on two threads (the memory-saving test)
-            mock.patch.object(laplacian, "knn_within", knn),
-            mock.patch.object(clustering_loss, "nearest_between", nearest),
-            mock.patch.object(noise_consistency, "nearest_between", nearest),
+            mock.patch.object(neighbours, "knn_within", knn),
+            mock.patch.object(neighbours, "nearest_between", nearest),
         ):
             assert main(train_cmd("lam3c.yaml", store, tmp_path / method, "--stop-after", "3")[3:]) == 0
         metrics[method] = read_metrics(tmp_path / method / "metrics.jsonl")
