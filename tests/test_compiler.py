@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pcdag.compiler import compile_graph
 from pcdag.compiler.picture import draw, to_dot
-from pcdag.graphs import Graph, PointCloud, loads_graph
+from pcdag.graphs import Graph, PointCloud, load_graph, loads_graph
 from pcdag.nodes.augment.flip import RandomFlip
 from pcdag.nodes.augment.jitter import RandomJitter
 from pcdag.nodes.augment.rotate import RandomRotate
@@ -122,7 +122,7 @@ def test_lazy_selection_equals_eager_gather(cloud: PointCloud, data) -> None:
 
 
 def test_plan_text_and_pictures(tmp_path: Path) -> None:
-    plan = compile_graph(loads_graph((GRAPHS / "scannet.yaml").read_text(), "scannet.yaml"))
+    plan = compile_graph(load_graph(GRAPHS / "scannet.yaml"))
     text = plan.render()
     for expected in (
         "stage 1: offline",
