@@ -14,6 +14,7 @@ from itertools import pairwise
 import attrs
 
 from pcdag.compiler.plan import Plan
+from pcdag.graphs.params import path_fields
 
 NAME_SIZE, TYPE_SIZE, PARAM_SIZE, PORT_SIZE, LABEL_SIZE = 9.0, 7.5, 6.5, 6.5, 7.0
 PAD = 5.0  # inside a node box, around its text
@@ -110,9 +111,11 @@ def shown(ports: list[str]) -> list[str]:
 
 
 def param_lines(plan: Plan, name: str) -> list[str]:
-    """The parameters the user gave, compactly: ``k=v`` wrapped at PARAM_CHARS, at most PARAM_LINES lines."""
+    """The parameters the user gave, compactly: ``k=v`` wrapped at PARAM_CHARS, at most PARAM_LINES lines.
+    Paths are shown as written (relative to the graph file), not as the absolute paths they resolve to."""
     b = plan.bound[name]
-    items = [f"{k}={_short(getattr(b.node.params, k, v))}" for k, v in b.decl.params.items()]
+    paths = path_fields(type(b.node.params))
+    items = [f"{k}={_short(v if k in paths else getattr(b.node.params, k, v))}" for k, v in b.decl.params.items()]
     lines: list[str] = []
     for item in items:
         if lines and len(lines[-1]) + 2 + len(item) <= PARAM_CHARS:
