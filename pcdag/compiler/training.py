@@ -18,21 +18,10 @@ from pcdag.compiler.resolve import Bound
 from pcdag.compiler.structure import Edge
 from pcdag.graphs.device import DeviceNode
 from pcdag.graphs.graph import Graph
-from pcdag.graphs.params import build_params, describe, in_range, integer, of_type, one_of, pair, param
+from pcdag.graphs.params import build_params, describe, in_range, integer, of_type, one_of, or_none, pair, param
 from pcdag.graphs.ports import LOSS, MODEL, Placement
 from pcdag.graphs.problems import Problem
 from pcdag.graphs.schedule import Schedule, schedule
-
-
-def _or_auto(check: Any) -> Any:
-    """Validator: None (= decided on the machine that runs it) or what ``check`` allows."""
-
-    def run(inst: Any, a: attrs.Attribute, value: Any) -> None:
-        if value is not None:
-            check(inst, a, value)
-
-    run.allowed = f"null (auto) or {check.allowed}"  # type: ignore[attr-defined]
-    return run
 
 
 @attrs.frozen
@@ -56,7 +45,7 @@ class TrainSettings:
     keep_checkpoints: int = param(2, integer(1, None), doc="how many recent checkpoints to keep")
     log_every: int = param(1, integer(1, None), unit="steps", doc="metric line every N steps")
     workers: int | None = param(
-        None, _or_auto(integer(0, 64)), doc="DataLoader worker processes per GPU; null: min(2, usable CPU cores)"
+        None, or_none(integer(0, 64), "auto"), doc="DataLoader worker processes per GPU; null: min(2, usable CPU cores)"
     )
     out: str = param("runs/{name}-{preset}", of_type(str), doc="run directory ({name}: graph name, {preset}: preset)")
     find_unused_parameters: bool = param(False, one_of(False, True), doc="DDP: allow parameters without grad")

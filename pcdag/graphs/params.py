@@ -108,6 +108,18 @@ def integer(lo: int | None = None, hi: int | None = None):
     return check
 
 
+def or_none(check: Any, meaning: str):
+    """None (its ``meaning``: "preset" takes the preset's value, "auto" decides on the machine that runs) or
+    what ``check`` allows."""
+
+    def run(inst: Any, a: attrs.Attribute, value: Any) -> None:
+        if value is not None:
+            check(inst, a, value)
+
+    run.allowed = f"null ({meaning}) or {check.allowed}"  # type: ignore[attr-defined]
+    return run
+
+
 def one_of(*choices: Any):
     """Value among ``choices``."""
 

@@ -16,21 +16,10 @@ if TYPE_CHECKING:
 
 from pcdag.graphs.device import DeviceNode, StepContext
 from pcdag.graphs.node import FieldEffect, Out, effect
-from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, param, subset_of
+from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, or_none, param, subset_of
 from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
 from pcdag.nodes.backbones.ptv3_config import ORDERS, PRESETS, PTv3Config
-
-
-def _optional(check: Any) -> Any:
-    """Validator: None (= take the preset's value) or what ``check`` allows."""
-
-    def run(inst: Any, a: attrs.Attribute, value: Any) -> None:
-        if value is not None:
-            check(inst, a, value)
-
-    run.allowed = f"null (preset) or {check.allowed}"  # type: ignore[attr-defined]
-    return run
 
 
 def _per_stage(lo: int, n: int = 5) -> Any:
@@ -67,11 +56,13 @@ class PointTransformerV3(DeviceNode):
         mode: str = param("encoder", one_of("encoder", "encoder-decoder"), doc="pre-training | fine-tuning")
         upcast_level: int = param(2, integer(0, 4), doc="encoder mode: level the features are up-cast to")
         in_channels: int = param(9, integer(1, 1024), doc="input feature width (xyz, colour, normal)")
-        patch_size: int | None = param(None, _optional(integer(1, 1 << 16)), unit="points", doc="all stages")
-        drop_path: float | None = param(None, _optional(in_range(0.0, 1.0, hi_open=True)), doc="last block's rate")
-        enc_depths: list | None = param(None, _optional(_per_stage(1)), doc="blocks per stage")
-        enc_channels: list | None = param(None, _optional(_per_stage(1)), doc="channels per stage")
-        enc_heads: list | None = param(None, _optional(_per_stage(1)), doc="attention heads per stage")
+        patch_size: int | None = param(None, or_none(integer(1, 1 << 16), "preset"), unit="points", doc="all stages")
+        drop_path: float | None = param(
+            None, or_none(in_range(0.0, 1.0, hi_open=True), "preset"), doc="last block's rate"
+        )
+        enc_depths: list | None = param(None, or_none(_per_stage(1), "preset"), doc="blocks per stage")
+        enc_channels: list | None = param(None, or_none(_per_stage(1), "preset"), doc="channels per stage")
+        enc_heads: list | None = param(None, or_none(_per_stage(1), "preset"), doc="attention heads per stage")
         orders: list = param(list(ORDERS), subset_of(*ORDERS), doc="serialisation orders; block i uses i mod len")
         shuffle_orders: bool = param(True, one_of(True, False), doc="re-draw the order of orders per serialisation")
         mask_token: bool = param(True, one_of(True, False), doc="learnable token for masked points")
@@ -79,7 +70,7 @@ class PointTransformerV3(DeviceNode):
         backend: str = param("auto", one_of("auto", "torch", "spconv"), doc="sparse convolution backend")
         weights: str | None = param(
             None,
-            _optional(of_type(str)),
+            or_none(of_type(str), "preset"),
             doc="initial weights: a Pointcept/Sonata checkpoint or `pcdag export` file",
             path="in-file",
         )
