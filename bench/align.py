@@ -37,7 +37,7 @@ from pcdag.nodes.alignment.align_scale import AlignScale  # noqa: E402
 from pcdag.nodes.alignment.align_z_up import AlignZUp  # noqa: E402
 from pcdag.nodes.alignment.normalize_density import NormalizeDensity  # noqa: E402
 from pcdag.nodes.alignment.normalize_spacing import NormalizeSpacing  # noqa: E402
-from pcdag.nodes.alignment.planes import plane_from_inliers, ransac_plane  # noqa: E402
+from pcdag.nodes.alignment.parts.planes import plane_from_inliers, ransac_plane  # noqa: E402
 from pcdag.nodes.alignment.random_downsample import RandomDownsample  # noqa: E402
 from pcdag.nodes.geometry.normals import EstimateNormals  # noqa: E402
 from pcdag.nodes.geometry.outliers import RadiusOutlierRemoval, StatisticalOutlierRemoval  # noqa: E402

@@ -27,7 +27,7 @@ import torch
 def rooms(n_scenes: int, points: int, grid: float, seed: int = 0) -> list[np.ndarray]:
     """``n_scenes`` grid-sampled synthetic rooms of ~``points`` points each (``[n, 3]`` float32)."""
     from pcdag.datasets.synthetic import make_room
-    from pcdag.nodes.views.eval_view import grid_eval_rows
+    from pcdag.nodes.views.parts.eval_view import grid_eval_rows
 
     out, rng = [], np.random.default_rng(seed)
     for _ in range(n_scenes):
@@ -54,7 +54,7 @@ def batch_of(clouds: list[np.ndarray], device: torch.device):
 def flops_per_step(module: torch.nn.Module, n_points: list[int], config) -> float:
     """Rough model FLOPs of forward + backward: 6 × linear/conv weights × points at each level, plus attention
     (2 × 2 × patch × C per point and block, ×3 for the backward)."""
-    from pcdag.nodes.backbones.ptv3 import N_STAGES
+    from pcdag.nodes.backbones.ptv3.model import N_STAGES
 
     total = 0.0
     for s in range(N_STAGES):
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--host-profile", action="store_true", help="host time per layer kind and the sync sites")
     ap.add_argument("--compile", action="store_true", help="torch.compile (dynamic shapes) each block's norms and MLP")
     args = ap.parse_args()
-    from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
+    from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)

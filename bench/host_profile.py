@@ -82,8 +82,10 @@ def sync_sites(counts: collections.Counter) -> Iterator[None]:
 
 def backbone_targets() -> tuple[list[type], list[tuple[object, str]]]:
     """The backbone's layer classes and structure functions worth a label of their own."""
-    from pcdag.nodes.backbones import attention, ptv3_layers, sparse_conv
-    from pcdag.nodes.backbones.ptv3 import Stage
+    from pcdag.nodes.backbones.ptv3 import attention
+    from pcdag.nodes.backbones.ptv3 import layers as ptv3_layers
+    from pcdag.nodes.backbones.ptv3.model import Stage
+    from pcdag.ops import sparse_conv
 
     classes = [
         ptv3_layers.Block,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from backbone_step import rooms
 
-from pcdag.nodes.heads.neighbours import knn_within_stats, nearest_between_stats
+from pcdag.ops.neighbours import knn_within_stats, nearest_between_stats
 
 
 def views(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -39,7 +39,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import torch  # noqa: E402
 
-from pcdag.nodes.backbones.sparse_conv import SubMConv3d, neighbour_map, spconv_available  # noqa: E402
+from pcdag.ops.sparse_conv import SubMConv3d, neighbour_map, spconv_available  # noqa: E402
 
 
 def room(n: int, seed: int = 0) -> torch.Tensor:

@@ -196,7 +196,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan is None:
         return 1
     print(plan.render())
-    from pcdag.compiler.memory import plan_memory_lines
+    from pcdag.runtime.memory import plan_memory_lines
 
     memory = plan_memory_lines(plan, args.scenes, args.scene_points)
     if memory:
@@ -318,11 +318,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_splits(args: argparse.Namespace) -> int:
     from pcdag.datasets.efficient import make_splits, summary
+    from pcdag.runtime.store import SceneStore
 
     try:
         fractions = [float(x) / 100 for x in args.scenes.split(",") if x.strip()]
         points = [int(x) for x in args.points.split(",") if x.strip()]
-        paths = make_splits(args.store, args.out, fractions, points, args.seed, args.split)
+        paths = make_splits(SceneStore(args.store), args.out, fractions, points, args.seed, args.split)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -353,7 +354,7 @@ def _headline(metrics: dict) -> str:
 
 def _write_stats(store: Path) -> None:
     """Dataset statistics of a store next to it (``stats.png`` histograms, ``stats.json`` numbers)."""
-    from pcdag.runtime.atomic import atomic_write_json
+    from pcdag.atomic import atomic_write_json
     from pcdag.stats import plot_stats, store_stats
 
     try:

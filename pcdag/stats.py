@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pcdag.runtime.atomic import atomic_write_json
+from pcdag.atomic import atomic_write_json
 
 METRICS = {
     "points": "points per scene",

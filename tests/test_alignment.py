@@ -21,7 +21,7 @@ from pcdag.nodes.alignment.align_scale import SCANNET_EDGES, SCANNET_WEIGHTS, Al
 from pcdag.nodes.alignment.align_z_up import AlignZUp
 from pcdag.nodes.alignment.normalize_density import NormalizeDensity, hull_volume
 from pcdag.nodes.alignment.normalize_spacing import NormalizeSpacing
-from pcdag.nodes.alignment.planes import voxel_means
+from pcdag.nodes.alignment.parts.planes import voxel_means
 from pcdag.nodes.alignment.random_downsample import RandomDownsample
 from pcdag.nodes.geometry.outliers import RadiusOutlierRemoval, median_spacing, spacing_sample
 from pcdag.nodes.sources.scannet import ScanNetSource

@@ -11,9 +11,9 @@ from scipy.spatial.transform import Rotation
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction import rgbd
-from pcdag.nodes.reconstruction.base import Reconstruction
-from pcdag.nodes.reconstruction.chunks import (
+from pcdag.nodes.reconstruction.parts import rgbd
+from pcdag.nodes.reconstruction.parts.base import Reconstruction
+from pcdag.nodes.reconstruction.parts.chunks import (
     VoxelFusion,
     chunk_spans,
     evenly_spaced,

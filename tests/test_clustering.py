@@ -18,9 +18,9 @@ from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.params import ParamError
 from pcdag.nodes.heads.clustering_head import ClusteringHead
-from pcdag.nodes.heads.clustering_head_module import ClusteringHeadModule
 from pcdag.nodes.heads.clustering_loss import ClusteringLoss, view_pairs
-from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
+from pcdag.nodes.heads.parts.clustering_module import ClusteringHeadModule
+from pcdag.ops.sinkhorn import SinkhornKnopp
 from pcdag.testing.autograd import saved_bytes
 from pcdag.testing.network import free_port
 

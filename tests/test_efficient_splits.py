@@ -208,7 +208,7 @@ def test_scene_without_labels_or_unknown_scene_is_named(tmp_path: Path) -> None:
 
 
 def test_make_splits_writes_nested_files_that_read_back(real_store: SceneStore, tmp_path: Path) -> None:
-    paths = make_splits(real_store.path, tmp_path / "splits", seed=2)
+    paths = make_splits(real_store, tmp_path / "splits", seed=2)
     names = [p.name for p in paths]
     assert names == [f"scenes-{p}pct-seed2.json" for p in (1, 5, 10, 20)] + [f"points-{k}-seed2.npz" for k in BUDGETS]
     lists = [read_scene_list(p) for p in paths[:4]]
@@ -232,16 +232,16 @@ def test_short_scenes_keep_all_labels_and_are_recorded(tmp_path: Path) -> None:
     store = SceneStore(tmp_path / "store")
     store.write("few", labelled_cloud(np.array([-1, 3, -1, 4], np.int16)), key="k", split="train", room="a")
     store.write("many", labelled_cloud(np.arange(40, dtype=np.int16) % 5), key="k", split="train", room="b")
-    paths = make_splits(store.path, tmp_path / "out", scene_fractions=(0.5,), points=(2, 20), seed=0)
+    paths = make_splits(store, tmp_path / "out", scene_fractions=(0.5,), points=(2, 20), seed=0)
     two, twenty = (read_annotation_file(p) for p in paths[1:])
     assert two.meta["short"] == [] and twenty.meta["short"] == ["few"]
     np.testing.assert_array_equal(twenty.indices["few"], [1, 3])
     assert len(twenty.indices["many"]) == 20 and twenty.meta["n_labelled"] == {"few": 2, "many": 40}
     assert "1 scenes have fewer" in summary(paths[2:])
     with pytest.raises(ValueError, match="no scenes in split 'val'"):
-        make_splits(store.path, tmp_path / "out", split="val")
+        make_splits(store, tmp_path / "out", split="val")
     with pytest.raises(FileNotFoundError, match="not a scene store"):
-        make_splits(tmp_path / "nowhere", tmp_path / "out")
+        make_splits(SceneStore(tmp_path / "nowhere"), tmp_path / "out")
 
 
 SCENE_IDS = st.lists(st.text("ab/_-é.1", min_size=1, max_size=8), unique=True, max_size=6)
@@ -347,7 +347,7 @@ def test_writers_refuse_bad_content(tmp_path: Path) -> None:
 
 
 def test_limit_annotations_keeps_exactly_the_listed_labels(real_store: SceneStore, tmp_path: Path) -> None:
-    [path] = make_splits(real_store.path, tmp_path, scene_fractions=(), points=(50,), seed=4)
+    [path] = make_splits(real_store, tmp_path, scene_fractions=(), points=(50,), seed=4)
     listed = read_annotation_split(path)
     node = LimitAnnotations(file=str(path))
     for sid in listed:
@@ -361,14 +361,14 @@ def test_limit_annotations_keeps_exactly_the_listed_labels(real_store: SceneStor
 
 
 def test_limit_annotations_in_the_loader(real_store: SceneStore, tmp_path: Path) -> None:
-    [path] = make_splits(real_store.path, tmp_path, scene_fractions=(), points=(20,), seed=0)
+    [path] = make_splits(real_store, tmp_path, scene_fractions=(), points=(20,), seed=0)
     dataset = StoreDataset(real_store, ("train",), transform=LimitAnnotations(file=str(path)).apply)
     for i in range(len(dataset)):
         assert int((dataset[i]["segment"] >= 0).sum()) == 20
 
 
 def test_limit_annotations_refuses_what_does_not_fit(real_store: SceneStore, tmp_path: Path) -> None:
-    [path] = make_splits(real_store.path, tmp_path, scene_fractions=(), points=(20,), seed=0)
+    [path] = make_splits(real_store, tmp_path, scene_fractions=(), points=(20,), seed=0)
     node = LimitAnnotations(file=str(path))
     val = real_store.read("scene0006_00", ["segment"])  # a val scan: not in the train split
     with pytest.raises(CloudError, match=r"LimitAnnotations.*scene0006_00.*not in annotation split"):
@@ -389,7 +389,7 @@ def test_limit_annotations_refuses_what_does_not_fit(real_store: SceneStore, tmp
 def test_limit_annotations_reads_its_file_once(
     real_store: SceneStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [path] = make_splits(real_store.path, tmp_path, scene_fractions=(), points=(20,), seed=0)
+    [path] = make_splits(real_store, tmp_path, scene_fractions=(), points=(20,), seed=0)
     reads = []
     monkeypatch.setattr(limit_mod, "read_annotation_file", lambda p: reads.append(p) or read_annotation_file(p))
     limit_mod._read_cached.cache_clear()
@@ -398,7 +398,7 @@ def test_limit_annotations_reads_its_file_once(
         node.apply(real_store.read(sid, ["segment"]), np.random.default_rng(0))
     assert len(reads) == 1
     assert "20 labelled points per scene for 13 scenes (seed 0" in node.plan_notes()[0]
-    make_splits(real_store.path, tmp_path / "other", scene_fractions=(), points=(200,), seed=0)[0].replace(path)
+    make_splits(real_store, tmp_path / "other", scene_fractions=(), points=(200,), seed=0)[0].replace(path)
     out = node.apply(real_store.read("scene0000_00", ["segment"]), np.random.default_rng(0))
     assert len(reads) == 2 and int((out["segment"] >= 0).sum()) == 200  # a rewritten file is read again
     limit_mod._read_cached.cache_clear()

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcdag.nodes.evaluators.instance_ap import SCANNET_AP_THRESHOLDS, InstanceAP
-from pcdag.nodes.evaluators.semantic_metrics import ConfusionMatrix, SegmentationScores, plot_confusion
+from pcdag.ops.instance_ap import SCANNET_AP_THRESHOLDS, InstanceAP
+from pcdag.ops.semantic_metrics import ConfusionMatrix, SegmentationScores, plot_confusion
 
 # ----------------------------------------------------------------------------------------------------------------
 # semantic segmentation: hand-computed cases

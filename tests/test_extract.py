@@ -17,11 +17,11 @@ from plyfile import PlyData
 from pcdag.datasets.ply import write_ply
 from pcdag.graphs.batch import collate_points
 from pcdag.graphs.cloud import PointCloud
-from pcdag.nodes.backbones.pointcept_io import export_backbone
-from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
-from pcdag.nodes.evaluators.pca import pca_colours, pca_fit, render_scene
+from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
+from pcdag.nodes.backbones.ptv3.pointcept import export_backbone
 from pcdag.nodes.geometry.normals import estimate_normals, orient_toward
-from pcdag.nodes.views.eval_view import eval_view, grid_eval_rows
+from pcdag.nodes.views.parts.eval_view import eval_view, grid_eval_rows
+from pcdag.ops.pca import pca_colours, pca_fit, render_scene
 from pcdag.runtime import extract
 from pcdag.runtime.backbone import load_backbone
 from pcdag.runtime.extract import (

@@ -21,15 +21,15 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.evaluation import EvalContext
 from pcdag.graphs.params import ParamError
-from pcdag.nodes.evaluators.instance_clustering import (
+from pcdag.nodes.evaluators.instance_segmentation import InstanceSegmentationEval, ground_truth
+from pcdag.nodes.heads.instance_head import InstanceHead, point_predictions
+from pcdag.nodes.heads.instance_loss import InstanceLoss, centre_offsets
+from pcdag.ops.instance_clustering import (
     cluster_proposals,
     first_appearance,
     proposal_masks,
     radius_components,
 )
-from pcdag.nodes.evaluators.instance_segmentation import InstanceSegmentationEval, ground_truth
-from pcdag.nodes.heads.instance_head import InstanceHead, point_predictions
-from pcdag.nodes.heads.instance_loss import InstanceLoss, centre_offsets
 
 REPO = Path(__file__).resolve().parents[1]
 STUFF = [-1, 0, 1]

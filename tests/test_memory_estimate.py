@@ -13,10 +13,10 @@ import torch
 
 from pcdag.cli import _load
 from pcdag.compiler import compile_graph
-from pcdag.compiler.memory import CALIBRATION, estimate_memory, memory_warning
 from pcdag.graphs.batch import PointBatch
-from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
-from pcdag.nodes.backbones.ptv3_memory import encoder_memory
+from pcdag.nodes.backbones.ptv3.memory import encoder_memory
+from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
+from pcdag.runtime.memory import CALIBRATION, estimate_memory, memory_warning
 from pcdag.runtime.step import StepModule
 from pcdag.testing.autograd import saved_bytes
 

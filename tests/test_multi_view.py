@@ -18,7 +18,8 @@ from pcdag.graphs.params import ParamError
 from pcdag.nodes.augment.rotate import bbox_centre, rotation_matrix
 from pcdag.nodes.geometry.grid_sample import GridSample
 from pcdag.nodes.geometry.normals import EstimateNormals
-from pcdag.nodes.views.colour import (
+from pcdag.nodes.views.multi_view import MultiViewGenerator, plot_views
+from pcdag.nodes.views.parts.colour import (
     JITTER_OPS,
     ChromaticTranslation,
     ColourJitter,
@@ -28,9 +29,8 @@ from pcdag.nodes.views.colour import (
     hsv_to_rgb,
     rgb_to_hsv,
 )
-from pcdag.nodes.views.elastic import elastic_displacement, noise_grid, trilinear
-from pcdag.nodes.views.multi_view import MultiViewGenerator, plot_views
-from pcdag.nodes.views.view_transform import ViewGeometry, centre_shift, plan_crops, transform_view
+from pcdag.nodes.views.parts.elastic import elastic_displacement, noise_grid, trilinear
+from pcdag.nodes.views.parts.view_transform import ViewGeometry, centre_shift, plan_crops, transform_view
 from pcdag.testing import make_cloud, point_clouds, seeds
 
 SCENES = point_clouds(min_points=40, max_points=400, fields=("color", "normal"), scale=3.0)

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
-from pcdag.nodes.heads import neighbours
-from pcdag.nodes.heads.neighbours import knn_within, nearest_between
+from pcdag.ops import neighbours
+from pcdag.ops.neighbours import knn_within, nearest_between
 
 
 def make_samples(sizes: list[int], seed: int, dup: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:

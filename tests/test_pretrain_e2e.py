@@ -158,7 +158,7 @@ def test_cell_grid_neighbour_searches_train_exactly_like_the_brute_force(store: 
     import functools
     from unittest import mock
 
-    from pcdag.nodes.heads import neighbours
+    from pcdag.ops import neighbours
 
     metrics = {}
     for method in ("grid", "brute"):

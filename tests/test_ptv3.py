@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from pcdag.graphs import registry
 from pcdag.graphs.batch import PointBatch
 from pcdag.graphs.params import ParamError
-from pcdag.nodes.backbones.attention import PatchAttention, patch_plan
-from pcdag.nodes.backbones.pointcept_io import export_backbone, from_pointcept, import_backbone, to_pointcept
-from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config, count_parameters
-from pcdag.nodes.backbones.ptv3_layers import DropPath, serialise
-from pcdag.nodes.backbones.serialization import ORDERS, depth_for, encode
-from pcdag.nodes.backbones.sparse_conv import spconv_available
+from pcdag.nodes.backbones.ptv3.attention import PatchAttention, patch_plan
+from pcdag.nodes.backbones.ptv3.layers import DropPath, serialise
+from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config, count_parameters
+from pcdag.nodes.backbones.ptv3.pointcept import export_backbone, from_pointcept, import_backbone, to_pointcept
+from pcdag.nodes.backbones.ptv3.serialization import ORDERS, depth_for, encode
+from pcdag.ops.sparse_conv import spconv_available
 
 
 def make_batch(counts: list[int], seed: int = 0, extent: float = 1.5, grid: bool = False) -> PointBatch:
@@ -247,7 +247,7 @@ def loop_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale):
 def test_packed_sequences_give_the_masked_dense_result(counts: list[int], k: int, seed: int) -> None:
     """The GPU's packed layout (masked slots dropped, sequences end to end) with a variable-length attention
     (here a loop, on CPU) gives the spec's attention and the dense path's gradients."""
-    from pcdag.nodes.backbones import attention
+    from pcdag.nodes.backbones.ptv3 import attention
 
     torch.manual_seed(seed)
     attn = PatchAttention(8, 2)
@@ -276,7 +276,7 @@ def test_packed_sequences_give_the_masked_dense_result(counts: list[int], k: int
 def test_flash_varlen_matches_the_masked_dense_path_on_cuda() -> None:
     """On a GPU under bf16 autocast: short and long samples together (a masked plan) through the packed
     variable-length flash kernel agree with the dense masked SDPA, outputs and gradients."""
-    from pcdag.nodes.backbones import attention
+    from pcdag.nodes.backbones.ptv3 import attention
 
     torch.manual_seed(0)
     attn = PatchAttention(64, 4).cuda()

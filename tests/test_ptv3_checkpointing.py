@@ -12,7 +12,7 @@ import torch.utils.checkpoint
 from pcdag.graphs import registry
 from pcdag.graphs.batch import PointBatch
 from pcdag.graphs.params import ParamError
-from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
+from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 from pcdag.runtime import checkpoint as ckpt
 from pcdag.testing.autograd import saved_bytes
 

@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcdag.nodes.backbones.segment import segment_max, segment_mean, segment_sum
-from pcdag.nodes.backbones.serialization import ORDERS, decode, depth_for, encode, encode_orders
-from pcdag.nodes.backbones.sparse_conv import (
+from pcdag.nodes.backbones.ptv3.serialization import ORDERS, decode, depth_for, encode, encode_orders
+from pcdag.ops.segment import segment_max, segment_mean, segment_sum
+from pcdag.ops.sparse_conv import (
     SubMConv3d,
     _one_thread_on_cpu,
     kernel_offsets,
@@ -410,7 +410,7 @@ def test_attention_backends_chosen_for_speed_give_the_math_backends_result_and_g
     """The optimised path (SDPA without cuDNN) and the plain one (the math backend) agree on outputs and grads."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from pcdag.nodes.backbones.attention import SDPA_BACKENDS, PatchAttention, patch_plan
+    from pcdag.nodes.backbones.ptv3.attention import SDPA_BACKENDS, PatchAttention, patch_plan
 
     torch.manual_seed(0)
     n = sum(counts)
@@ -456,10 +456,10 @@ def test_backbone_reads_the_device_once_per_pooled_level(monkeypatch) -> None:
     from pathlib import Path
 
     from pcdag.graphs.batch import PointBatch
-    from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
+    from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
     reads: list[str] = []
-    backbone = {"ptv3.py", "ptv3_layers.py", "attention.py", "serialization.py", "segment.py", "sparse_conv.py"}
+    backbone = {"model.py", "layers.py", "attention.py", "serialization.py", "segment.py", "sparse_conv.py"}
     torch.manual_seed(0)
     config = PTv3Config.preset("tiny", backend="torch", shuffle_orders=False)  # shuffling is a host-side draw
     model = PointTransformerV3Module(config).eval()
@@ -479,7 +479,7 @@ def test_backbone_reads_the_device_once_per_pooled_level(monkeypatch) -> None:
         model(points)
     # the input counts and grid maximum; the torch convolution's pair counts per offset (its split sizes; spconv,
     # the GPU backend, reads none); then per pooled level its counts and again the pair counts
-    assert reads == ["ptv3.py", "serialization.py", "sparse_conv.py"] + ["ptv3_layers.py", "sparse_conv.py"] * 4
+    assert reads == ["model.py", "serialization.py", "sparse_conv.py"] + ["layers.py", "sparse_conv.py"] * 4
     monkeypatch.undo()
     with pytest.raises(ValueError, match="index values must lie"):
         segment_sum(torch.ones(3, 2), torch.tensor([0, 1, 5]), 2)  # the default still checks

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction import feedforward
-from pcdag.nodes.reconstruction.chunks import reconstruct_in_chunks, umeyama
+from pcdag.nodes.reconstruction.parts import feedforward
+from pcdag.nodes.reconstruction.parts.chunks import reconstruct_in_chunks, umeyama
+from pcdag.nodes.reconstruction.parts.rgbd import depth_edges
 from pcdag.nodes.reconstruction.reconstruct import Reconstruct
-from pcdag.nodes.reconstruction.rgbd import depth_edges
 from pcdag.testing.standin import StandInPointMapNet, make_standin
 
 WITH_POSES = "pcdag.testing.standin:make_standin"

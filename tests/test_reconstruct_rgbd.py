@@ -15,8 +15,8 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction import rgbd
-from pcdag.nodes.reconstruction.chunks import reconstruct_in_chunks
+from pcdag.nodes.reconstruction.parts import rgbd
+from pcdag.nodes.reconstruction.parts.chunks import reconstruct_in_chunks
 from pcdag.nodes.reconstruction.reconstruct import Reconstruct
 from pcdag.nodes.sources.rgbd_sequence import RGBDSequenceSource
 from pcdag.testing import seeds

@@ -15,10 +15,10 @@ from scipy.spatial import cKDTree
 from pcdag.graphs.batch import Encoded
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.params import ParamError
-from pcdag.nodes.heads import edge_distance
-from pcdag.nodes.heads.edge_distance import EdgeSquaredDistance
 from pcdag.nodes.heads.laplacian import LaplacianSmoothness, huber, laplacian_smoothness
 from pcdag.nodes.heads.noise_consistency import NoiseConsistency
+from pcdag.ops import edge_distance
+from pcdag.ops.edge_distance import EdgeSquaredDistance
 
 
 def ctx(step: int = 0, total: int = 101) -> StepContext:

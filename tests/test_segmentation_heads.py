@@ -15,8 +15,8 @@ from pcdag.compiler.training import cull
 from pcdag.graphs.batch import Encoded, MultiViewBatch, PointBatch
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.yamlio import load_graph
-from pcdag.nodes.heads.lovasz import lovasz_softmax
 from pcdag.nodes.heads.segmentation_loss import SegmentationLoss
+from pcdag.ops.lovasz import lovasz_softmax
 from pcdag.runtime.optim import param_groups
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from pcdag.graphs.batch import Encoded
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.evaluation import EvalContext
 from pcdag.nodes.evaluators.semantic_segmentation import SemanticSegmentationEval
-from pcdag.nodes.views.eval_view import eval_sample
+from pcdag.nodes.views.parts.eval_view import eval_sample
 
 CLASSES = ["a", "b", "c", "d"]
 

@@ -9,9 +9,9 @@ import pytest
 
 from pcdag.datasets.roomvideo import RoomVideo, render_room_video, write_video
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction import sfm
-from pcdag.nodes.reconstruction.base import backend
-from pcdag.nodes.reconstruction.chunks import transform_points, umeyama
+from pcdag.nodes.reconstruction.parts import sfm
+from pcdag.nodes.reconstruction.parts.base import backend
+from pcdag.nodes.reconstruction.parts.chunks import transform_points, umeyama
 from pcdag.nodes.reconstruction.reconstruct import Reconstruct
 from pcdag.nodes.sources.video import VideoSource
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcdag.nodes.heads.soft_cross_entropy import soft_cross_entropy
+from pcdag.ops.soft_cross_entropy import soft_cross_entropy
 from pcdag.testing.autograd import saved_bytes
 
 

@@ -265,7 +265,7 @@ def test_a_replace_killed_between_its_two_renames_is_restored(tmp_path) -> None:
 
 
 def test_a_failed_second_rename_keeps_the_committed_version(tmp_path, monkeypatch) -> None:
-    from pcdag.runtime import atomic
+    from pcdag import atomic
 
     store = SceneStore(tmp_path / "s")
     store.write("a", PointCloud({"coord": np.ones((3, 3), np.float32)}), key="k1", split="train", room="a")

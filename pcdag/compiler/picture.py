@@ -90,8 +90,8 @@ def draw(plan: Plan, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pcdag.atomic import atomic_write_text
     from pcdag.compiler.picture_paint import legend_columns
-    from pcdag.runtime.atomic import atomic_write_text
 
     geo = layout(plan)
     handles, ncol = legend_columns(plan, geo)

@@ -2,8 +2,8 @@
 
 The purpose of a graph is its ``purpose`` setting, or derived from its placements (eval nodes → eval; device
 nodes → pretrain; otherwise preprocess). In a pre-training graph, reading a val/test split is an error unless
-``settings.include_eval_splits: true``, and then it is a warning printed in every plan (LAM3C appendix D:
-leakage of evaluation scenes into pre-training inflates results).
+``settings.include_eval_splits: true``, and then it is a warning printed in every plan (leakage of
+evaluation scenes into pre-training inflates results).
 """
 
 from __future__ import annotations

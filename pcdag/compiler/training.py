@@ -26,7 +26,8 @@ from pcdag.graphs.schedule import Schedule, schedule
 
 @attrs.frozen
 class TrainSettings:
-    """``settings.train`` of a graph: how the device stage is optimised. Defaults follow LAM3C (spec A)."""
+    """``settings.train`` of a graph: how the device stage is optimised. Defaults follow the spec's
+    pre-training recipe (spec A)."""
 
     steps: int = param(1000, integer(1, None), doc="optimiser steps in the whole run")
     global_batch: int = param(16, integer(1, None), unit="scenes", doc="scenes per optimiser step, all GPUs")
@@ -131,7 +132,7 @@ def device_program(
                 "no-loss",
                 "the device stage computes no Loss: there is nothing to train",
                 names[0],
-                "connect a loss node (e.g. ClusteringLoss) to the device stage",
+                "connect a node with a Loss output to the device stage (`pcdag nodes` lists the losses)",
             )
         )
     trainable = tuple(n for n in names if _trains(bound[n]))

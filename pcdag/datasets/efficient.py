@@ -45,15 +45,25 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
 
-from pcdag.runtime.atomic import atomic_write_bytes, atomic_write_json
+from pcdag.atomic import atomic_write_bytes, atomic_write_json
 
-if TYPE_CHECKING:
-    from pcdag.runtime.store import SceneStore
+
+class SceneStore(Protocol):
+    """What these functions read of a scene store (``pcdag.runtime.store.SceneStore``; the runtime opens it)."""
+
+    path: Path
+    scenes_dir: Path
+
+    def current(self, splits: Sequence[str]) -> list[Any]: ...
+    def entries(self) -> list[Any]: ...
+    def read(self, scene_id: str, fields: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def stage_key(self) -> str: ...
+
 
 FORMAT = 1
 SCENES_PROTOCOL = "limited-scenes"
@@ -301,7 +311,7 @@ def percent_label(fraction: float) -> str:
 
 
 def make_splits(
-    store_path: str | Path,
+    store: SceneStore,
     out_dir: str | Path,
     scene_fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.2),
     points: Sequence[int] = (20, 50, 100, 200),
@@ -313,9 +323,6 @@ def make_splits(
     Scenes the store marks stale are left out, as the loader does. Reads each scene's labels once (only when
     ``points`` is not empty). Returns the written paths: scene lists in the order given, then budgets ascending.
     """
-    from pcdag.runtime.store import SceneStore
-
-    store = SceneStore(store_path)
     if not store.scenes_dir.is_dir():
         raise FileNotFoundError(f"{store.path} is not a scene store (no scenes/ directory)")
     entries = store.current([split])  # stale scenes of older offline runs are never read, so never chosen

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement, PlyParseError
 
-from pcdag.runtime.atomic import atomic_write_with
+from pcdag.atomic import atomic_write_with
 
 SPLITS = ("train", "val", "test")
 PROPERTIES = {

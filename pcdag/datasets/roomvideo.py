@@ -29,9 +29,9 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from pcdag.atomic import atomic_write_bytes
 from pcdag.datasets.video import sidecar_path
 from pcdag.graphs.frames import Frames
-from pcdag.runtime.atomic import atomic_write_bytes
 
 HFOV_DEG = 70.0
 RAY_BLOCK = 8192

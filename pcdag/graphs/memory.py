@@ -1,6 +1,6 @@
 """Sizes for the training step's memory model (issue 6, item 3): what device nodes tell the estimator.
 
-The estimator (``pcdag.compiler.memory``) walks the device stage in order with *expected sizes* instead of
+The estimator (``pcdag.runtime.memory``) walks the device stage in order with *expected sizes* instead of
 tensors: the loader's batch enters as ``ViewPoints`` (points per view kind in one forward), an ``Encode`` turns
 them into ``FeatureRows`` (rows at the up-cast level, channels, whether autograd records them), and every node
 that implements ``DeviceNode.memory`` returns a ``NodeMemory``: the bytes it keeps for the backward pass, the

@@ -332,6 +332,6 @@ def dumps_graph(graph: Graph) -> str:
 
 def dump_graph(graph: Graph, path: str | Path) -> None:
     """Write atomically: a temporary name, then rename."""
-    from pcdag.runtime.atomic import atomic_write_text
+    from pcdag.atomic import atomic_write_text
 
     atomic_write_text(Path(path), dumps_graph(graph))

@@ -22,8 +22,8 @@ import torch
 
 from pcdag.compiler import compile_graph
 from pcdag.graphs.yamlio import loads_graph
-from pcdag.nodes.backbones.pointcept_io import import_backbone
-from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
+from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
+from pcdag.nodes.backbones.ptv3.pointcept import import_backbone
 from pcdag.runtime import checkpoint as ckpt
 
 BACKBONE_TYPE = "PointTransformerV3"

@@ -23,7 +23,7 @@ import torch
 from pcdag.compiler import compile_graph
 from pcdag.graphs.graph import Graph
 from pcdag.graphs.overrides import apply_overrides
-from pcdag.nodes.backbones.pointcept_io import export_backbone
+from pcdag.nodes.backbones.ptv3.pointcept import export_backbone
 from pcdag.runtime import checkpoint as ckpt
 from pcdag.runtime.backbone import BACKBONE_TYPE, checkpoint_file, load_backbone
 from pcdag.runtime.devices import local_device

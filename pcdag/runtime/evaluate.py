@@ -53,7 +53,7 @@ def _sample_maker(plan: Any):
         what = type(node).__name__ if node is not None else "nothing"
         raise ValueError(
             f"the training step is fed by {what} ({entry[0] if entry else '-'}), which cannot make evaluation views "
-            "(no eval_sample); evaluators need a loader node such as MultiViewGenerator"
+            "(no eval_sample); evaluators need a loader node that makes views and evaluation views"
         )
     return node.eval_sample
 

@@ -2,14 +2,14 @@
 
 The checkpoint carries its resolved graph, so the backbone is rebuilt exactly as trained (preset, channels;
 ``pcdag.runtime.backbone``) and its weights are written under Pointcept's names
-(``pcdag.nodes.backbones.pointcept_io``, ``docs/pointcept.md``).
+(``pcdag.nodes.backbones.ptv3.pointcept``, ``docs/pointcept.md``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pcdag.nodes.backbones.pointcept_io import export_backbone
+from pcdag.nodes.backbones.ptv3.pointcept import export_backbone
 from pcdag.runtime.backbone import checkpoint_file, load_backbone
 
 

@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pcdag.atomic import atomic_save_npy
 from pcdag.datasets.ply import PROPERTIES, read_ply, write_ply
 from pcdag.datasets.scannet import read_npy, read_scan
 from pcdag.graphs.batch import collate_points
 from pcdag.graphs.cloud import CloudError, PointCloud
-from pcdag.nodes.evaluators.pca import pca_fit, render_scene
 from pcdag.nodes.geometry.normals import estimate_normals, orient_toward
-from pcdag.nodes.views.eval_view import GREY, eval_view, grid_eval_rows
-from pcdag.runtime.atomic import atomic_save_npy
+from pcdag.nodes.views.parts.eval_view import GREY, eval_view, grid_eval_rows
+from pcdag.ops.pca import pca_fit, render_scene
 from pcdag.runtime.devices import local_device
 
 NORMAL_NEIGHBOURS = 32

@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from pcdag.atomic import atomic_write_json
 from pcdag.graphs.node import file_digest
-from pcdag.runtime.atomic import atomic_write_json
 
 CACHE_FILE = ".fingerprints.json"
 _FORMAT = 1

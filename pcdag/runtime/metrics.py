@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pcdag.runtime.atomic import atomic_write_text
+from pcdag.atomic import atomic_write_text
 
 
 class MetricLog:

@@ -1,11 +1,11 @@
 """The optimiser of the training step: AdamW over the trainable modules with layer-wise learning-rate decay,
 a OneCycle learning-rate (and β1) schedule, and a weight-decay schedule.
 
-Layer-wise decay: a module may say which layer each parameter belongs to (``layer_ids()``, e.g. the 24 encoder
-blocks of PTv3); a parameter of layer ``i`` of ``n`` gets ``lr · decay^(n − 1 − i)`` (the last block the base
-rate), every other parameter (stem, pooling, heads) the base rate. A module may also scale the rate of some
-parameters (``lr_scales()``, e.g. fine-tuning's 10x lower rate for a backbone's blocks). Parameters with equal
-factors share a group.
+Layer-wise decay: a module may say which layer each parameter belongs to (``layer_ids()``, e.g. the
+encoder blocks of a transformer); a parameter of layer ``i`` of ``n`` gets ``lr · decay^(n − 1 − i)`` (the last
+block the base rate), every other parameter (stem, pooling, heads) the base rate. A module may also scale
+the rate of some parameters (``lr_scales()``, e.g. fine-tuning's 10x lower rate for a backbone's blocks).
+Parameters with equal factors share a group.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pcdag.atomic import atomic_write_json, atomic_write_text
 from pcdag.graphs.evaluation import EvalResult
-from pcdag.runtime.atomic import atomic_write_json, atomic_write_text
 from pcdag.runtime.metrics import read_metrics
 
 

@@ -37,8 +37,8 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from pcdag.atomic import atomic_write_json, replace_dir
 from pcdag.graphs.cloud import CloudError, PointCloud
-from pcdag.runtime.atomic import atomic_write_json, replace_dir
 
 META_FILE = "pcdag.json"
 FORMAT_VERSION = 1

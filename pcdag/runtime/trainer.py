@@ -28,10 +28,10 @@ import attrs
 import torch
 import torch.distributed as dist
 
+from pcdag.atomic import atomic_write_text
 from pcdag.graphs.device import StepContext
 from pcdag.graphs.yamlio import dumps_graph
 from pcdag.runtime import checkpoint as ckpt
-from pcdag.runtime.atomic import atomic_write_text
 from pcdag.runtime.devices import local_device
 from pcdag.runtime.loader import SkippedScene, collate_batch, dataset_from_plan, loader_workers
 from pcdag.runtime.metrics import MetricLog, plot_losses, read_metrics, write_csv
@@ -187,7 +187,7 @@ class _Run:
         atomic_write_text(self.run_dir / "graph.yaml", dumps_graph(self.plan.graph))
         atomic_write_text(self.run_dir / "plan.txt", self.plan.render(scene_counts=False) + "\n")
         if self.d.device.type == "cuda":
-            from pcdag.compiler.memory import memory_warning
+            from pcdag.runtime.memory import memory_warning
 
             warning = memory_warning(self.plan, torch.cuda.get_device_properties(self.d.device).total_memory)
             if warning:

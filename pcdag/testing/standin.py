@@ -1,7 +1,7 @@
 """A tiny stand-in for π³ / VGGT-style point-map networks, for testing the ``feedforward`` backend's plumbing.
 
 THIS IS NOT A RECONSTRUCTION MODEL. It is a plumbing check only: a few randomly initialised convolutions that
-obey the network contract of ``pcdag.nodes.reconstruction.feedforward`` (input, output names, shapes, frames), so
+obey the network contract of ``pcdag.nodes.reconstruction.parts.feedforward`` (input, output names, shapes, frames), so
 that frame selection, resizing, confidence and edge filtering, weights loading, chunking and stitching can be
 tested without real weights. Its "geometry" has nothing to do with the images' content.
 

@@ -26,7 +26,7 @@ from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import ParamError, in_range, one_of, param
 from pcdag.graphs.registry import register
-from pcdag.nodes.alignment.base import AlignmentTransform
+from pcdag.nodes.alignment.parts.base import AlignmentTransform
 
 SCANNET_EDGES = [2.835, 5.236, 6.323, 7.791, 9.365, 10.929, 12.139, 15.189]  # m
 SCANNET_WEIGHTS = [0.01, 0.09, 0.25, 0.30, 0.20, 0.10, 0.05]

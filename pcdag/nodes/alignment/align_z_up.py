@@ -42,8 +42,8 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, one_of, pair, param
 from pcdag.graphs.registry import register
-from pcdag.nodes.alignment.base import AlignmentTransform
-from pcdag.nodes.alignment.planes import Plane, plane_from_inliers, ransac_plane, rotation_onto_z, voxel_means
+from pcdag.nodes.alignment.parts.base import AlignmentTransform
+from pcdag.nodes.alignment.parts.planes import Plane, plane_from_inliers, ransac_plane, rotation_onto_z, voxel_means
 from pcdag.nodes.geometry.outliers import build_tree, kth_neighbour_distance, median_spacing
 
 

@@ -26,7 +26,7 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
 from pcdag.graphs.registry import register
-from pcdag.nodes.alignment.base import AlignmentTransform
+from pcdag.nodes.alignment.parts.base import AlignmentTransform
 from pcdag.nodes.geometry.outliers import build_tree, tree_workers
 
 

@@ -9,7 +9,7 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import integer, param
 from pcdag.graphs.registry import register
-from pcdag.nodes.alignment.base import AlignmentTransform
+from pcdag.nodes.alignment.parts.base import AlignmentTransform
 
 
 @register

@@ -17,8 +17,8 @@ from pcdag.graphs.node import In, Out
 from pcdag.graphs.params import one_of, param
 from pcdag.graphs.ports import FEATURES, MODEL, MULTI_VIEW_BATCH
 from pcdag.graphs.registry import register
-from pcdag.nodes.backbones.ptv3_config import PTv3Config
-from pcdag.nodes.backbones.ptv3_memory import encoder_memory
+from pcdag.nodes.backbones.ptv3.config import PTv3Config
+from pcdag.nodes.backbones.ptv3.memory import encoder_memory
 
 
 @register
@@ -60,7 +60,7 @@ class Encode(DeviceNode):
         return {"features": out}
 
     def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
-        """The backbone's activations over the expected points of this node's view kind (``ptv3_memory``)."""
+        """The backbone's activations over the expected points of this node's view kind (``ptv3.memory``)."""
         model, views = inputs["model"], inputs["views"]
         config = getattr(model, "config", None)
         if not isinstance(views, ViewPoints) or not isinstance(config, PTv3Config):

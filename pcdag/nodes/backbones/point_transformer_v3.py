@@ -2,7 +2,7 @@
 
 The architecture, presets and forward pass live in ``ptv3.py``; this node only turns parameters into a
 ``PTv3Config`` (preset values unless overridden) and owns the built module. Checkpoints of Pointcept / Sonata
-load through ``pointcept_io.import_backbone`` (see ``docs/pointcept.md``).
+load through ``ptv3.pointcept.import_backbone`` (see ``docs/pointcept.md``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pcdag.graphs.node import FieldEffect, Out, effect
 from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, or_none, param, subset_of
 from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
-from pcdag.nodes.backbones.ptv3_config import ORDERS, PRESETS, PTv3Config
+from pcdag.nodes.backbones.ptv3.config import ORDERS, PRESETS, PTv3Config
 
 
 def _per_stage(lo: int, n: int = 5) -> Any:
@@ -119,8 +119,8 @@ class PointTransformerV3(DeviceNode):
         return effect()  # no point-cloud ports
 
     def build(self, inputs: Any) -> torch.nn.Module:
-        from pcdag.nodes.backbones.pointcept_io import import_backbone
-        from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module
+        from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module
+        from pcdag.nodes.backbones.ptv3.pointcept import import_backbone
 
         module = PointTransformerV3Module(self.config)
         module.block_lr_scale = self.params.block_lr_scale
@@ -134,7 +134,7 @@ class PointTransformerV3(DeviceNode):
         return {"model": module}
 
     def plan_notes(self) -> list[str]:
-        from pcdag.nodes.backbones.ptv3 import count_parameters
+        from pcdag.nodes.backbones.ptv3.model import count_parameters
 
         cfg = self.config
         where = f"level {cfg.upcast_level} (grid {cfg.grid_size * 2**cfg.upcast_level:g} m)"

@@ -24,19 +24,19 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from pcdag.atomic import atomic_save_npy
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.evaluation import EvalContext, EvalResult, Evaluator
 from pcdag.graphs.node import FieldEffect, In, effect
 from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES
 from pcdag.graphs.registry import register
-from pcdag.nodes.evaluators.instance_ap import MIN_REGION_SIZE, InstanceAP
-from pcdag.nodes.evaluators.instance_clustering import cluster_proposals, proposal_masks
-from pcdag.nodes.evaluators.pca import render_scene
 from pcdag.nodes.heads.instance_head import point_predictions
 from pcdag.nodes.heads.instance_loss import SCANNET_STUFF, segment_ids
-from pcdag.nodes.views.eval_view import grid_eval_cloud
-from pcdag.runtime.atomic import atomic_save_npy
+from pcdag.nodes.views.parts.eval_view import grid_eval_cloud
+from pcdag.ops.instance_ap import MIN_REGION_SIZE, InstanceAP
+from pcdag.ops.instance_clustering import cluster_proposals, proposal_masks
+from pcdag.ops.pca import render_scene
 
 NONE_GREY = 170  # colour of points in no instance
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from pcdag.atomic import atomic_save_npy
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.evaluation import EvalContext, EvalResult, Evaluator
 from pcdag.graphs.node import FieldEffect, In, effect
@@ -29,10 +30,9 @@ from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, 
 from pcdag.graphs.ports import FEATURES
 from pcdag.graphs.registry import register
 from pcdag.nodes.augment.rotate import rotation_matrix
-from pcdag.nodes.evaluators.pca import pca_colours, render_scene
-from pcdag.nodes.evaluators.semantic_metrics import ConfusionMatrix, plot_confusion
-from pcdag.nodes.views.eval_view import grid_eval_cloud
-from pcdag.runtime.atomic import atomic_save_npy
+from pcdag.nodes.views.parts.eval_view import grid_eval_cloud
+from pcdag.ops.pca import pca_colours, render_scene
+from pcdag.ops.semantic_metrics import ConfusionMatrix, plot_confusion
 
 SCANNET20 = (
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",

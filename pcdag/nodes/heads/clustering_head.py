@@ -60,8 +60,8 @@ class ClusteringHead(DeviceNode):
         return effect()
 
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
-        from pcdag.nodes.heads.clustering_head_module import ClusteringHeadModule
-        from pcdag.nodes.heads.width import input_width
+        from pcdag.nodes.heads.parts.clustering_module import ClusteringHeadModule
+        from pcdag.nodes.heads.parts.width import input_width
 
         p = self.params
         return ClusteringHeadModule(

@@ -112,14 +112,14 @@ class ClusteringLoss(DeviceNode):
         return r * r if self.params.semantics == "reference" else r
 
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
-        from pcdag.nodes.heads.sinkhorn import SinkhornKnopp
+        from pcdag.ops.sinkhorn import SinkhornKnopp
 
         return SinkhornKnopp(self.params.sinkhorn_iterations)
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
         import torch
 
-        from pcdag.nodes.heads.soft_cross_entropy import soft_cross_entropy
+        from pcdag.ops.soft_cross_entropy import soft_cross_entropy
 
         student, teacher = inputs["student"], inputs["teacher"]
         head, teacher_head = inputs["head"], inputs["teacher_head"]
@@ -142,7 +142,7 @@ class ClusteringLoss(DeviceNode):
         return {"loss": LossValue(value, self._weight(ctx.progress), {"pairs": len(qi)})}
 
     def _match(self, student: Encoded, teacher: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-        from pcdag.nodes.heads.neighbours import nearest_between
+        from pcdag.ops.neighbours import nearest_between
 
         for port, enc in (("student", student), ("teacher", teacher)):
             if enc.origin_coord is None:

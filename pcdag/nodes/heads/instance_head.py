@@ -6,7 +6,7 @@
 
 The simplest head of the offset-voting family (PointGroup and its successors): no normalisation layer, so a probe
 on frozen features stays a probe. ``InstanceLoss`` trains it; ``InstanceSegmentationEval`` moves the foreground
-points by their offsets and groups them into proposals (``pcdag.nodes.evaluators.instance_clustering``). The input
+points by their offsets and groups them into proposals (``pcdag.ops.instance_clustering``). The input
 width comes from the backbone on port ``backbone`` unless ``in_channels`` is set. The predictions keep the
 features' points, offsets and inverse map (``point_predictions`` gives one row per input point).
 """
@@ -56,7 +56,7 @@ class InstanceHead(DeviceNode):
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
         from torch import nn
 
-        from pcdag.nodes.heads.width import input_width
+        from pcdag.nodes.heads.parts.width import input_width
 
         width = input_width(self.type_name(), self.params.in_channels, inputs)
         mlp = nn.Sequential(nn.Linear(width, self.params.hidden), nn.GELU(), nn.Linear(self.params.hidden, OUTPUTS))
@@ -66,7 +66,7 @@ class InstanceHead(DeviceNode):
         return mlp
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
-        from pcdag.nodes.heads.width import apply_head
+        from pcdag.nodes.heads.parts.width import apply_head
 
         width = module[0].in_features if module is not None else 0  # type: ignore[index]
         return {"predictions": apply_head(self.type_name(), module, inputs["features"], width)}  # [M, 4]

@@ -85,7 +85,7 @@ def laplacian_smoothness(
     """The loss (scalar, float32) and diagnostics ``edges``, ``edge_points`` (fraction), ``sigma``."""
     import torch
 
-    from pcdag.nodes.heads.neighbours import knn_within
+    from pcdag.ops.neighbours import knn_within
 
     feat32 = feat.float()  # [M, C]
     index, dist = knn_within(coord, offset, k)  # [M, k], [M, k]
@@ -101,7 +101,7 @@ def laplacian_smoothness(
         log_w = -d / (scale if sigma == "adaptive" else scale * scale)
     top = torch.full_like(dist[:, 0], -math.inf).scatter_reduce(0, src, log_w, "amax")  # [M]
     w = torch.exp(log_w - top[src])  # [E] in (0, 1], 1 at each point's heaviest edge
-    from pcdag.nodes.heads.edge_distance import EdgeSquaredDistance
+    from pcdag.ops.edge_distance import EdgeSquaredDistance
 
     rho = huber(EdgeSquaredDistance.apply(feat32, src, dst), delta)  # [E]
     num = feat32.new_zeros(len(dist)).index_add(0, src, w * rho)  # [M]

@@ -40,7 +40,7 @@ def noise_consistency(
     import torch
     import torch.nn.functional as F
 
-    from pcdag.nodes.heads.neighbours import nearest_between
+    from pcdag.ops.neighbours import nearest_between
 
     views = torch.arange(student.n_samples, device=student.offset.device)  # [B]
     qi, ti, _ = nearest_between(

@@ -48,7 +48,7 @@ class SegmentationHead(DeviceNode):
     def build(self, inputs: Mapping[str, nn.Module]) -> nn.Module:
         from torch import nn
 
-        from pcdag.nodes.heads.width import input_width
+        from pcdag.nodes.heads.parts.width import input_width
 
         width = input_width(self.type_name(), self.params.in_channels, inputs)
         layer = nn.Linear(width, self.params.classes)
@@ -57,7 +57,7 @@ class SegmentationHead(DeviceNode):
         return layer
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
-        from pcdag.nodes.heads.width import apply_head
+        from pcdag.nodes.heads.parts.width import apply_head
 
         width = getattr(module, "in_features", 0)
         return {"logits": apply_head(self.type_name(), module, inputs["features"], width)}  # [M, classes]

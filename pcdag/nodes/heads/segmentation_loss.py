@@ -51,7 +51,7 @@ class SegmentationLoss(DeviceNode):
     def forward(self, ctx: StepContext, module: Any, **inputs: Any) -> dict[str, Any]:
         import torch.nn.functional as F
 
-        from pcdag.nodes.heads.lovasz import lovasz_softmax
+        from pcdag.ops.lovasz import lovasz_softmax
 
         batch: MultiViewBatch = inputs["views"]
         logits = inputs["logits"].at_points().float()  # [N, classes]

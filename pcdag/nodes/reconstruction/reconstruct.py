@@ -18,7 +18,7 @@ from pcdag.graphs.node import FieldEffect, In, Node, Out, effect
 from pcdag.graphs.params import in_range, integer, of_type, one_of, param
 from pcdag.graphs.ports import FRAMES, POINT_CLOUD, RGBD_FRAMES, Placement, PortType
 from pcdag.graphs.registry import register
-from pcdag.nodes.reconstruction.base import BACKENDS, backend
+from pcdag.nodes.reconstruction.parts.base import BACKENDS, backend
 
 OPTIONAL_STR = of_type(str, type(None), allowed="a string or null")
 
@@ -79,7 +79,7 @@ class Reconstruct(Node):
         return effect(writes=["coord", "color"])
 
     def run(self, rng: np.random.Generator, frames: Frames) -> dict[str, Any]:
-        from pcdag.nodes.reconstruction.chunks import reconstruct_in_chunks
+        from pcdag.nodes.reconstruction.parts.chunks import reconstruct_in_chunks
 
         result = reconstruct_in_chunks(frames, backend(self.params.backend), self.params, rng)
         cloud = result.cloud

@@ -11,7 +11,7 @@ from pcdag.graphs.node import FieldEffect, Out, SceneRef, SceneSource, effect
 from pcdag.graphs.params import in_range, integer, of_type, param, subset_of
 from pcdag.graphs.ports import RGBD_FRAMES
 from pcdag.graphs.registry import register
-from pcdag.nodes.sources.common import keep_splits
+from pcdag.nodes.sources.parts.common import keep_splits
 
 
 @register

@@ -11,7 +11,7 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import SceneRef, SceneSource
 from pcdag.graphs.params import of_type, one_of, param, subset_of
 from pcdag.graphs.registry import register
-from pcdag.nodes.sources.common import keep_splits, scene_cloud
+from pcdag.nodes.sources.parts.common import keep_splits, scene_cloud
 
 
 @register

@@ -12,7 +12,7 @@ from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.node import SceneRef, SceneSource
 from pcdag.graphs.params import in_range, integer, param, subset_of
 from pcdag.graphs.registry import register
-from pcdag.nodes.sources.common import keep_splits, scene_cloud
+from pcdag.nodes.sources.parts.common import keep_splits, scene_cloud
 
 
 def split_of(seed: int, index: int, val_fraction: float) -> str:

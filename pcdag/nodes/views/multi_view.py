@@ -22,10 +22,10 @@ from pcdag.graphs.params import ParamError, in_range, integer, pair, param, subs
 from pcdag.graphs.ports import MULTI_VIEW_BATCH, POINT_CLOUD, Placement
 from pcdag.graphs.registry import register
 from pcdag.nodes.augment.scale import positive_pair
-from pcdag.nodes.views.colour import ChromaticTranslation, ColourJitter, colour_transform
-from pcdag.nodes.views.elastic import elastic_passes
-from pcdag.nodes.views.eval_view import eval_sample
-from pcdag.nodes.views.view_transform import ViewGeometry, plan_crops, transform_view
+from pcdag.nodes.views.parts.colour import ChromaticTranslation, ColourJitter, colour_transform
+from pcdag.nodes.views.parts.elastic import elastic_passes
+from pcdag.nodes.views.parts.eval_view import eval_sample
+from pcdag.nodes.views.parts.view_transform import ViewGeometry, plan_crops, transform_view
 
 PROB = in_range(0.0, 1.0)
 ANGLE = pair(-2 * np.pi, 2 * np.pi)

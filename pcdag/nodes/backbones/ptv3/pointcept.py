@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from pcdag.nodes.backbones.ptv3 import PointTransformerV3Module, PTv3Config
-from pcdag.runtime.atomic import atomic_write_bytes
+from pcdag.atomic import atomic_write_bytes
+from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
 # (pcdag name, Pointcept name); {s} stage/level, {i} block, {p} weight|bias. Block names follow in BLOCK_RULES.
 NAME_RULES: tuple[tuple[str, str], ...] = (
@@ -72,7 +72,7 @@ def _rename(name: str, rules: list[tuple[re.Pattern[str], str]], direction: str)
     renamed = _match(name, rules)
     if renamed is None:
         raise KeyError(
-            f"{direction}: no rule for parameter {name!r} (NAME_RULES in pcdag/nodes/backbones/pointcept_io.py)"
+            f"{direction}: no rule for parameter {name!r} (NAME_RULES in pcdag/nodes/backbones/ptv3/pointcept.py)"
         )
     return renamed
 

@@ -18,7 +18,7 @@ import numpy as np
 from pcdag.graphs.batch import ViewSample
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.nodes.geometry.grid_sample import nearest_centre_per_voxel, voxelize
-from pcdag.nodes.views.view_transform import centre_shift
+from pcdag.nodes.views.parts.view_transform import centre_shift
 
 GREY = 0.5  # colour feature of scenes without colour
 

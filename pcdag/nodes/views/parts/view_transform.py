@@ -11,11 +11,11 @@ Geometry (``transform_view``), in the reference order:
    ``U[rotate_xy_angle]``;
 5. with probability ``flip_p`` each, negate x, then y;
 6. jitter: N(0, sigma^2) per coordinate, clipped to ±clip;
-7. with probability ``elastic_p``, elastic distortion (``pcdag.nodes.views.elastic``), pass after pass.
+7. with probability ``elastic_p``, elastic distortion (``pcdag.nodes.views.parts.elastic``), pass after pass.
 
 Normals follow the rotations and flips (one accumulated ``[3, 3]`` matrix applied once); scaling, jitter and the
 elastic field leave them unchanged, as in the reference. Matrices come from ``pcdag.nodes.augment.rotate``.
-Points are channel-first ``[3, n]`` arrays (see ``pcdag.nodes.views.colour`` for why).
+Points are channel-first ``[3, n]`` arrays (see ``pcdag.nodes.views.parts.colour`` for why).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from pcdag.nodes.augment.jitter import clipped_gaussian
 from pcdag.nodes.augment.rotate import AXES, bbox_centre, rotation_matrix
-from pcdag.nodes.views.elastic import elastic_distort
+from pcdag.nodes.views.parts.elastic import elastic_distort
 
 
 @attrs.frozen

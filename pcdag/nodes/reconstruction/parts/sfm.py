@@ -29,8 +29,8 @@ from plyfile import PlyData
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction.base import Reconstruction
-from pcdag.nodes.reconstruction.chunks import evenly_spaced, transform_points, transform_poses, umeyama
+from pcdag.nodes.reconstruction.parts.base import Reconstruction
+from pcdag.nodes.reconstruction.parts.chunks import evenly_spaced, transform_points, transform_poses, umeyama
 
 MIN_REGISTERED = 3
 # Chunking hooks (see chunks.py): what stays in memory per frame is its SIFT features and database rows, about

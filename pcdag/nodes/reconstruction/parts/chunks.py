@@ -40,7 +40,7 @@ import numpy as np
 from pcdag.datasets.video import even_indices
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction.base import Reconstruction
+from pcdag.nodes.reconstruction.parts.base import Reconstruction
 
 ANCHOR_PIXELS = 4096  # about this many sampled pixels per frame
 DEFAULT_BYTES_PER_PIXEL = 64.0  # backends that state no estimate of their own

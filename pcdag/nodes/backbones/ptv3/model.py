@@ -32,10 +32,10 @@ from torch import nn
 from torch.nn.attention import sdpa_kernel
 
 from pcdag.graphs.batch import Encoded, PointBatch
-from pcdag.nodes.backbones.attention import SDPA_BACKENDS
-from pcdag.nodes.backbones.ptv3_config import N_STAGES, PTv3Config
-from pcdag.nodes.backbones.ptv3_layers import Block, GridPooling, GridUnpooling, Level, make_level
-from pcdag.nodes.backbones.segment import segment_max
+from pcdag.nodes.backbones.ptv3.attention import SDPA_BACKENDS
+from pcdag.nodes.backbones.ptv3.config import N_STAGES, PTv3Config
+from pcdag.nodes.backbones.ptv3.layers import Block, GridPooling, GridUnpooling, Level, make_level
+from pcdag.ops.segment import segment_max
 
 
 class Stage(nn.Module):

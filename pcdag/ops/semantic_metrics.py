@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from pcdag.runtime.atomic import atomic_write_bytes
+from pcdag.atomic import atomic_write_bytes
 
 
 def _as_labels(values: Any, name: str, where: str) -> np.ndarray:

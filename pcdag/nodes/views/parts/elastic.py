@@ -1,6 +1,6 @@
 """Elastic distortion: a smooth random displacement field, sampled on a coarse grid and interpolated at the points.
 
-Points are channel-first ``[3, n]`` arrays (see ``pcdag.nodes.views.colour`` for why).
+Points are channel-first ``[3, n]`` arrays (see ``pcdag.nodes.views.parts.colour`` for why).
 
 One pass with ``(granularity g, magnitude m)``:
 

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from pcdag.runtime.atomic import atomic_write_bytes
+from pcdag.atomic import atomic_write_bytes
 
 N_COMPONENTS = 3
 PERCENTILES = (1.0, 99.0)  # robust range of each component

@@ -6,13 +6,14 @@
   exactly on modules built on the meta device (no memory, no initialisation);
 * saved / transient: every device node's ``memory`` (``DeviceNode.memory``), walked in graph order with
   expected sizes: the loader node's ``expected_points`` (views per scene) times the scenes per forward, then
-  ``FeatureRows`` out of every ``Encode``. A node without a model is listed, not counted;
+  ``FeatureRows`` out of every backbone forward. A node without a model is listed, not counted;
 * ``CALIBRATION`` covers what the per-node counts leave out (the caching allocator's rounding and fragmentation,
   autograd's gradient buffers during the backward, spconv's indice pairs, AdamW's temporaries). It was fitted to
   four peaks measured on an nvidia-h200 (bench/README.md, 2026-11-21). Against the peaks of the current code
-  (same machine, later that day) the estimates lie within −5 % and +44 %: LAM3C Base, 2 scenes 25.9 GiB → 24.6
-  estimated, 4 scenes 45.7 → 46.9; with the backbone and clustering heads checkpointed, 2 scenes 11.5 → 12.3 and
-  12 scenes 43.5 → 62.6; backbone step on two 100k-point synthetic rooms, Base 6.9 → 8.1, Large 9.9 → 11.7.
+  (same machine, later that day) the estimates lie within −5 % and +44 %: clustering pre-training with
+  the Base backbone, 2 scenes 25.9 GiB → 24.6 estimated, 4 scenes 45.7 → 46.9; with the backbone and
+  clustering heads checkpointed, 2 scenes 11.5 → 12.3 and 12 scenes 43.5 → 62.6; backbone step on two
+  100k-point synthetic rooms, Base 6.9 → 8.1, Large 9.9 → 11.7.
   Large checkpointed batches are over-estimated (the safe side: a batch said to fit does): the model is linear
   in the points, and the measured peaks have a fixed part of ~3 GiB and grow slower per scene (3.2 GiB per
   scene checkpointed against 5.0 modelled); the expected view sizes are also ~12–17 % above the measured ones.
@@ -157,11 +158,26 @@ def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | Non
         device, capacity = f"this GPU ({props.name}, {props.total_memory / GIB:.0f} GiB)", float(props.total_memory)
     lines = estimate.lines(capacity, device)
     lines[0] += f"; scene size {where}"
-    lines.append(
-        f"  calibrated on an nvidia-h200 to within {ACCURACY} (pcdag/compiler/memory.py); "
-        "`checkpoint: true` on PointTransformerV3 and ClusteringHead nodes trades time for memory"
-    )
+    lines.append(f"  calibrated on an nvidia-h200 to within {ACCURACY} (pcdag/runtime/memory.py)")
+    lines.append(f"  {checkpoint_advice(plan)}")
     return lines
+
+
+def checkpointable(plan) -> list[str]:
+    """Names of the plan's device nodes that have a ``checkpoint`` parameter (activation checkpointing)."""
+    steps = plan.device.steps if plan.device is not None else ()
+    return [s.name for s in steps if "checkpoint" in attrs.fields_dict(type(s.node.params))]
+
+
+def checkpoint_advice(plan) -> str:
+    """What to set to trade time for memory: ``checkpoint: true`` on the nodes that have the parameter."""
+    names = checkpointable(plan)
+    if not names:
+        return "no node of this graph offers activation checkpointing (a `checkpoint` parameter)"
+    off = [n for n in names if not plan.node(n).params.checkpoint]
+    if not off:
+        return f"activation checkpointing is on already ({', '.join(names)})"
+    return "`checkpoint: true` on " + ", ".join(off) + " trades time for memory"
 
 
 def _store_scene_points(plan) -> tuple[float, str]:
@@ -199,6 +215,5 @@ def memory_warning(plan, capacity: float) -> str | None:
     return (
         f"warning: the training step is estimated at {est.peak / GIB:.1f} GiB of GPU memory, more than this GPU's "
         f"{capacity / GIB:.1f} GiB (within about {ACCURACY} of measured peaks): it may run out of memory. "
-        f"{advice}; `checkpoint: true` on the backbone and the clustering heads trades time for memory "
-        "(`pcdag plan` shows the estimate)"
+        f"{advice}; {checkpoint_advice(plan)} (`pcdag plan` shows the estimate)"
     )

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcdag.nodes.backbones.attention import PatchAttention, PatchPlan, patch_plan, patch_rows
-from pcdag.nodes.backbones.segment import segment_max, segment_mean
-from pcdag.nodes.backbones.serialization import depth_for, depth_of, encode_orders, grid_max
-from pcdag.nodes.backbones.sparse_conv import SubMConv3d
+from pcdag.nodes.backbones.ptv3.attention import PatchAttention, PatchPlan, patch_plan, patch_rows
+from pcdag.nodes.backbones.ptv3.serialization import depth_for, depth_of, encode_orders, grid_max
+from pcdag.ops.segment import segment_max, segment_mean
+from pcdag.ops.sparse_conv import SubMConv3d
 
 
 @attrs.define(eq=False)

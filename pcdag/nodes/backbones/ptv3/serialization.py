@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from pcdag.nodes.backbones.ptv3_config import ORDERS
+from pcdag.nodes.backbones.ptv3.config import ORDERS
 
 MAX_DEPTH = 16
 

@@ -56,7 +56,7 @@ import attrs
 import torch
 
 from pcdag.graphs.batch import batch_index
-from pcdag.nodes.backbones.segment import segment_max
+from pcdag.ops.segment import segment_max
 
 DISTANCES_PER_CHUNK = 1 << 24  # entries of a brute-force block; a grid chunk holds a quarter as many candidates
 ESTIMATE_ROWS = 256  # rows whose k-th neighbour distance sets knn_within's cell side

@@ -19,8 +19,8 @@ from scipy import ndimage
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction.base import Reconstruction
-from pcdag.nodes.reconstruction.chunks import VoxelFusion, anchor_pixels
+from pcdag.nodes.reconstruction.parts.base import Reconstruction
+from pcdag.nodes.reconstruction.parts.chunks import VoxelFusion, anchor_pixels
 
 # Memory per pixel of a chunk's frames, for chunk sizing: colour 3 B + depth 4 B held per frame, plus its points if
 # they were kept unfused (xyz float32 12 B + colour 3 B). Fusion runs in batches, so the working memory on top is

@@ -47,9 +47,9 @@ import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction.base import Reconstruction
-from pcdag.nodes.reconstruction.chunks import VoxelFusion, evenly_spaced, sample_anchors
-from pcdag.nodes.reconstruction.rgbd import depth_edges
+from pcdag.nodes.reconstruction.parts.base import Reconstruction
+from pcdag.nodes.reconstruction.parts.chunks import VoxelFusion, evenly_spaced, sample_anchors
+from pcdag.nodes.reconstruction.parts.rgbd import depth_edges
 
 # Working memory per network input pixel, for chunk sizing. π³/VGGT-class networks (ViT-L encoder, 24-36
 # alternating attention layers, DPT-style heads at full resolution, bf16) need on the order of 1 KiB per pixel:
