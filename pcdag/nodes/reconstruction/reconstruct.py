@@ -1,8 +1,8 @@
 """``Reconstruct``: frames of one scene → a coloured point cloud, by one of three backends.
 
 Parameters of all backends live here (flat, with the backend they belong to in their doc); the math lives in
-``rgbd.py`` (depth back-projection + voxel fusion), ``sfm.py`` (pycolmap structure from motion) and
-``feedforward.py`` (π³ / VGGT-style point-map networks), with chunking and stitching in ``chunks.py``.
+``parts/rgbd.py`` (depth back-projection + voxel fusion), ``parts/sfm.py`` (pycolmap structure from motion) and
+``parts/feedforward.py`` (π³ / VGGT-style point-map networks), with chunking and stitching in ``parts/chunks.py``.
 """
 
 from __future__ import annotations
