@@ -43,9 +43,11 @@ for part in "${parts[@]}"; do
   case $part in
     tests)
       mapfile -t files < <(grep -l -E "cuda\.is_available|device=.cuda" tests/test_*.py)
-      timeout 240 python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu or spconv" "${files[@]}" \
-        >"$OUT/tests.txt" 2>&1
-      echo "{\"bench\": \"cuda_tests\", \"exit\": $?, \"files\": ${#files[@]}, \"summary\": \"$(tail -1 "$OUT/tests.txt")\"}" |
+      # pyproject's addopts already has -q; a second -q would drop the "N passed" line read below
+      timeout 240 python3 -m pytest -p no:cacheprovider -k "cuda or gpu or spconv" "${files[@]}" >"$OUT/tests.txt" 2>&1
+      rc=$?
+      summary=$(grep -E "[0-9]+ (passed|failed|error|deselected)|no tests ran" "$OUT/tests.txt" | tail -1)
+      echo "{\"bench\": \"cuda_tests\", \"exit\": $rc, \"files\": ${#files[@]}, \"summary\": \"${summary//\"/}\"}" |
         tee -a "$JSON" ;;
     lam3c)
       [ -d "$OLD/pcdag" ] || echo "{\"bench\": \"lam3c_step\", \"failed\": \"no old code at $OLD\"}" | tee -a "$JSON"
