@@ -2,6 +2,11 @@
 
     python bench/backbone_step.py [--preset base] [--scenes 2] [--points 100000] [--steps 20] [--backend auto]
                                   [--precision bf16] [--profile] [--checkpoint] [--compile] [--host-profile]
+    python bench/backbone_step.py --backbone sparse_unet [--impl pcdag|pointcept|both] [--preset 34c]
+                                  [--backend spconv] [--precision fp16] [--rounds 3] [--steps 20]
+
+``--backbone sparse_unet`` (issue 13) times the SpUNet step of pcdag's ``SparseUNet`` node and of Pointcept's own
+SpUNet-v1m1 on the same input, AMP fp16; see ``bench/sparse_unet_step.py``.
 
 Each scene is a generated room (``pcdag.datasets.synthetic.make_room``) grid-sampled at 0.02 m until it holds
 ``--points`` points. The step is the encoder (pre-training mode, up-cast to level 2 as in LAM3C) → mean of the
@@ -69,21 +74,36 @@ def flops_per_step(module: torch.nn.Module, n_points: list[int], config) -> floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="base")
+    ap.add_argument("--backbone", default="ptv3", choices=["ptv3", "sparse_unet"])
+    ap.add_argument("--preset", default=None, help="default: base (ptv3), 34c (sparse_unet)")
     ap.add_argument("--scenes", type=int, default=2)
     ap.add_argument("--points", type=int, default=100_000)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (per round for sparse_unet)")
+    ap.add_argument("--backend", default=None, help="default: auto (ptv3), spconv (sparse_unet)")
+    ap.add_argument("--precision", default=None, choices=["bf16", "fp16", "fp32"], help="bf16|fp16 AMP")
+    ap.add_argument("--impl", default="both", choices=["pcdag", "pointcept", "both"], help="sparse_unet only")
+    ap.add_argument("--rounds", type=int, default=3, help="sparse_unet: alternating timed rounds")
+    ap.add_argument("--warmup", type=int, default=5, help="sparse_unet: untimed steps before the first round")
+    ap.add_argument("--grid", type=float, default=0.02, help="sparse_unet: voxel edge (m)")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     ap.add_argument("--host-profile", action="store_true", help="host time per layer kind and the sync sites")
     ap.add_argument("--compile", action="store_true", help="torch.compile (dynamic shapes) each block's norms and MLP")
     args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.backbone == "sparse_unet":
+        from sparse_unet_step import run
+
+        args.preset, args.backend = args.preset or "34c", args.backend or "spconv"
+        args.precision = args.precision or "fp16"
+        run(args, rooms(args.scenes, args.points, args.grid), device)
+        return
+    args.preset, args.backend, args.precision = args.preset or "base", args.backend or "auto", args.precision or "bf16"
+    if args.precision == "fp16":
+        ap.error("--backbone ptv3 runs bf16 or fp32")
     from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     config = PTv3Config.preset(
         args.preset, mode="encoder", upcast_level=2, backend=args.backend, checkpoint=args.checkpoint
