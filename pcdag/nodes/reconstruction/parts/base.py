@@ -48,4 +48,4 @@ def backend(name: str) -> Callable:
     """The ``reconstruct`` function of backend ``name`` (imported on first use: optional dependencies)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown reconstruction backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return importlib.import_module(f"pcdag.nodes.reconstruction.{name}").reconstruct
+    return importlib.import_module(f"pcdag.nodes.reconstruction.parts.{name}").reconstruct
