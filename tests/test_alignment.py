@@ -23,8 +23,9 @@ from pcdag.nodes.alignment.normalize_density import NormalizeDensity, hull_volum
 from pcdag.nodes.alignment.normalize_spacing import NormalizeSpacing
 from pcdag.nodes.alignment.parts.planes import voxel_means
 from pcdag.nodes.alignment.random_downsample import RandomDownsample
-from pcdag.nodes.geometry.outliers import RadiusOutlierRemoval, median_spacing, spacing_sample
+from pcdag.nodes.geometry.outliers import RadiusOutlierRemoval
 from pcdag.nodes.sources.scannet import ScanNetSource
+from pcdag.ops.kdtree import median_spacing, spacing_sample
 from pcdag.testing import point_clouds, seeds
 
 FLOOR = 1  # ScanNet-20 "floor"

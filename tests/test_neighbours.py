@@ -1,4 +1,5 @@
-"""Device neighbour searches (knn_within, nearest_between) against a brute-force cKDTree reference."""
+"""Device neighbour searches (knn_within, nearest_between; the cell grid in ``ops/cell_grid.py``) against a
+brute-force cKDTree reference."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
-from pcdag.ops import neighbours
+from pcdag.ops import cell_grid, neighbours
 from pcdag.ops.neighbours import knn_within, nearest_between
 
 
@@ -207,7 +208,7 @@ def test_knn_grid_equals_brute_force(kind: str, sizes: list[int], seed: int, k: 
     coord, offset = clouds(kind, sizes, seed)
     with (
         mock.patch.object(neighbours, "DISTANCES_PER_CHUNK", budget),
-        mock.patch.object(neighbours, "CELL_QUANTILE", quantile),
+        mock.patch.object(cell_grid, "CELL_QUANTILE", quantile),
     ):
         index, dist, stats = neighbours.knn_within_stats(coord, offset, k, method="grid")
     assert index.shape == dist.shape == (len(coord), k)

@@ -16,6 +16,11 @@ API (the PTv3 model relies on exactly these signatures):
     segment_max(values [N, C], index [N] in 0..M-1, size M) -> [M, C]
     segment_mean(values [N, C], index [N], size M) -> [M, C]
     segment_sum(values [N, C], index [N], size M) -> [M, C]
+
+and one for the per-view losses (the Laplacian, the clustering and the consistency losses):
+
+    mean_over_views(values [R], view [R] in 0..B-1, n_views B) -> scalar
+        the mean of each view's values, then the mean over the views that have any; 0 when R = 0.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ def segment_max(values: torch.Tensor, index: torch.Tensor, size: int, check: boo
     expanded = index.view(-1, *([1] * (values.dim() - 1))).expand_as(values)  # [N, ...]
     out = values.new_zeros((size, *values.shape[1:]))  # [M, ...]
     return out.scatter_reduce(0, expanded, values, reduce="amax", include_self=False)
+
+
+def mean_over_views(values: torch.Tensor, view: torch.Tensor, n_views: int) -> torch.Tensor:
+    """Mean of ``values`` [R] per view (``view`` [R]), then over the views that have any; 0 when R = 0
+    (still connected to ``values``' graph so the backward pass reaches every parameter). No range check of
+    ``view`` (no host read): callers pass the batch index of rows they own."""
+    sums = values.new_zeros(n_views).index_add(0, view, values)  # [B]
+    counts = values.new_zeros(n_views).index_add(0, view, torch.ones_like(values))  # [B]
+    present = (counts > 0).to(values.dtype)
+    return (sums / counts.clamp_min(1.0)).sum() / present.sum().clamp_min(1.0)
 
 
 def _check(values: torch.Tensor, index: torch.Tensor, size: int, values_too: bool = True) -> tuple[torch.Tensor, int]:

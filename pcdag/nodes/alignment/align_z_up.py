@@ -44,7 +44,7 @@ from pcdag.graphs.params import in_range, integer, one_of, pair, param
 from pcdag.graphs.registry import register
 from pcdag.nodes.alignment.parts.base import AlignmentTransform
 from pcdag.nodes.alignment.parts.planes import Plane, plane_from_inliers, ransac_plane, rotation_onto_z, voxel_means
-from pcdag.nodes.geometry.outliers import build_tree, kth_neighbour_distance, median_spacing
+from pcdag.ops.kdtree import build_tree, kth_neighbour_distance, median_spacing
 
 
 def nn_iqr(points: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import integer, one_of, param
 from pcdag.graphs.registry import register
-from pcdag.nodes.geometry.outliers import tree_workers
+from pcdag.ops.kdtree import tree_workers
 
 _NEIGHBOURS_PER_CHUNK = 6_400_000  # neighbour rows gathered at once: 200k points at k = 32, ~150 MB of float64
 

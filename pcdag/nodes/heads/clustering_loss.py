@@ -37,7 +37,6 @@ from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MODEL
 from pcdag.graphs.registry import register
 from pcdag.graphs.schedule import Schedule, schedule
-from pcdag.nodes.heads.laplacian import mean_over_views
 
 PAIRINGS = ("same", "other", "first")
 
@@ -119,6 +118,7 @@ class ClusteringLoss(DeviceNode):
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
         import torch
 
+        from pcdag.ops.segment import mean_over_views
         from pcdag.ops.soft_cross_entropy import soft_cross_entropy
 
         student, teacher = inputs["student"], inputs["teacher"]

@@ -50,17 +50,6 @@ def huber(sq: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.where(sq <= delta * delta, 0.5 * sq, delta * (r - 0.5 * delta))
 
 
-def mean_over_views(values: torch.Tensor, view: torch.Tensor, n_views: int) -> torch.Tensor:
-    """Mean of ``values`` [R] per view (``view`` [R]), then over the views that have any; 0 when R = 0
-    (still connected to ``values``' graph so the backward pass reaches every parameter)."""
-    import torch
-
-    sums = values.new_zeros(n_views).index_add(0, view, values)  # [B]
-    counts = values.new_zeros(n_views).index_add(0, view, torch.ones_like(values))  # [B]
-    present = (counts > 0).to(values.dtype)
-    return (sums / counts.clamp_min(1.0)).sum() / present.sum().clamp_min(1.0)
-
-
 def median_kth(dist: torch.Tensor) -> torch.Tensor:
     """Median over points of each point's farthest found neighbour (the k-th where there are k). Scalar."""
     import torch
@@ -86,6 +75,7 @@ def laplacian_smoothness(
     import torch
 
     from pcdag.ops.neighbours import knn_within
+    from pcdag.ops.segment import mean_over_views
 
     feat32 = feat.float()  # [M, C]
     index, dist = knn_within(coord, offset, k)  # [M, k], [M, k]

@@ -30,7 +30,6 @@ from pcdag.graphs.params import in_range, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS
 from pcdag.graphs.registry import register
 from pcdag.graphs.schedule import Schedule, schedule
-from pcdag.nodes.heads.laplacian import mean_over_views
 
 
 def noise_consistency(
@@ -41,6 +40,7 @@ def noise_consistency(
     import torch.nn.functional as F
 
     from pcdag.ops.neighbours import nearest_between
+    from pcdag.ops.segment import mean_over_views
 
     views = torch.arange(student.n_samples, device=student.offset.device)  # [B]
     qi, ti, _ = nearest_between(
