@@ -6,7 +6,8 @@ node of this class it can
 
     rebuild the trained module of a checkpoint      ``with_params(...)``, ``build_module()``, ``load_trained()``
     check two backbones can share weights           ``architecture()``: the fields that must be equal
-    read / write a foreign (Pointcept) checkpoint   ``params_from_foreign()``, ``import_weights()``, ``export_weights()``
+    read / write a foreign checkpoint (Pointcept)   ``params_from_foreign()``, ``import_weights()``,
+                                                    ``export_weights()``
     extract per-point features at full resolution   ``feature_params()``
     estimate the step's memory                      the module's ``memory(points, grad)`` (``BackboneModule``)
 
@@ -125,7 +126,9 @@ class BackboneNode(DeviceNode):
     @classmethod
     def params_from_foreign(cls, config: Mapping[str, Any]) -> dict[str, Any] | None:
         """Parameters of this node type that rebuild the architecture of a foreign checkpoint's ``config``
-        (what ``export_weights`` writes), or None when ``config`` is not of this type."""
+        (what ``export_weights`` writes), or None when ``config`` is not of this type; ``WeightsError`` naming
+        what the parameters cannot express when it is of this type but not buildable. The runtime asks every
+        registered backbone type and uses the one that claims the file."""
         return None
 
     def feature_params(self) -> dict[str, Any]:

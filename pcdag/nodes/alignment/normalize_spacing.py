@@ -27,7 +27,8 @@ from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
 from pcdag.graphs.registry import register
 from pcdag.nodes.alignment.parts.base import AlignmentTransform
-from pcdag.nodes.geometry.outliers import build_tree, tree_workers
+from pcdag.nodes.geometry.outliers import build_tree
+from pcdag.ops.kdtree import tree_workers
 
 
 def mean_spacing(points: np.ndarray, max_queries: int) -> tuple[float, np.ndarray]:

@@ -13,7 +13,6 @@ on clouds stored in random order) and use ``tree_workers()`` threads: all cores,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,19 +26,9 @@ from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import CloudTransform, FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, param
 from pcdag.graphs.registry import register
+from pcdag.ops.kdtree import tree_workers
 
 _NEIGHBOURS_PER_CHUNK = 6_400_000  # distances gathered at once (~50 MB of float64)
-THREADS_ENV = "PCDAG_THREADS"
-
-
-def tree_workers() -> int:
-    """Threads for kd-tree queries: ``PCDAG_THREADS`` (a positive whole number) when set, else all cores (-1)."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
-        return -1
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"environment variable {THREADS_ENV}={raw!r} must be a positive whole number of threads")
-    return int(raw)
 
 
 def build_tree(coord: np.ndarray) -> cKDTree:

@@ -72,7 +72,7 @@ def threads() -> int:
     """COLMAP threads: 1 by default, which makes SfM bit-reproducible for a given seed (with several threads,
     extraction, matching and mapping vary from run to run: measured 10 or 15 of 16 frames registered, 4311-4414
     points) — Dask already runs scenes in parallel. ``PCDAG_THREADS=N`` trades reproducibility for speed."""
-    from pcdag.nodes.geometry.outliers import tree_workers
+    from pcdag.ops.kdtree import tree_workers
 
     return max(1, tree_workers())
 
