@@ -70,11 +70,10 @@ def install_checkpoint(
     if type(ours) is not type(theirs):
         graph = adopt_type(graph, name, theirs, quiet)
         ours = compile_graph(graph).node(name)
-    diffs = ours.architecture_differences(theirs)
+    diffs = ours.architecture_differences(theirs, ("checkpoint", "graph"))
     if diffs:
         raise ValueError(
-            f"the backbone in {source} does not match node {name!r} of graph {graph.name!r} "
-            f"(checkpoint vs graph): {'; '.join(diffs)}. "
+            f"the backbone in {source} does not match node {name!r} of graph {graph.name!r}: {'; '.join(diffs)}. "
             "Pick the graph's preset that matches the checkpoint (--preset) or set the node's parameters"
         )
     path = run_dir / "pretrained-backbone.pth"

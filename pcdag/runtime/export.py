@@ -13,7 +13,7 @@ from pathlib import Path
 from pcdag.runtime.backbone import checkpoint_file, load_backbone
 
 
-def export_from_checkpoint(source: Path, out: Path, node: str | None = "student") -> Path:
+def export_from_checkpoint(source: Path, out: Path, node: str | None = None) -> Path:
     """Write node ``node``'s module of the checkpoint ``source`` (a file, or a run directory: its newest
     checkpoint) to ``out``; returns the checkpoint used. ``node`` None: the graph's backbone."""
     path = checkpoint_file(source)
