@@ -64,9 +64,10 @@ def install_checkpoint(
     graph: Graph, source: Path, run_dir: Path, node: str | None, into: str | None, quiet: bool = False
 ) -> tuple[Graph, str]:
     """The graph with its backbone's ``weights`` set to the backbone of ``source`` (written into ``run_dir``)."""
-    name = backbone_step(compile_graph(graph), into, f"graph {graph.name!r}").name
+    plan = compile_graph(graph)
+    name = backbone_step(plan, into, f"graph {graph.name!r}").name
     theirs, module = load_backbone(source, node=node)
-    ours = compile_graph(graph).node(name)
+    ours = plan.node(name)
     if type(ours) is not type(theirs):
         graph = adopt_type(graph, name, theirs, quiet)
         ours = compile_graph(graph).node(name)
