@@ -59,17 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     _overrides(p)
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("export", help="write a trained backbone as a Pointcept/Sonata checkpoint")
+    p = sub.add_parser("export", help="write a trained backbone as a foreign (e.g. Pointcept/Sonata) checkpoint")
     p.add_argument("checkpoint", type=Path, help="a checkpoint file, or a run directory (its newest checkpoint)")
     p.add_argument("out", type=Path, help="the .pth file to write")
-    p.add_argument("--node", default="student", help="the backbone node to export (default: student)")
+    p.add_argument("--node", default=None, help="the backbone node to export (default: the graph's backbone)")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("eval", help="train an evaluation graph's probe on a pre-trained backbone; write the report")
     p.add_argument("graph", type=Path, metavar="GRAPH")
     p.add_argument("--checkpoint", type=Path, default=None, help="pre-trained backbone: checkpoint, run dir or .pth")
     p.add_argument("--node", default=None, help="the checkpoint's backbone node (default: its trainable one)")
-    p.add_argument("--into", default=None, help="the graph's backbone node (default: its only PointTransformerV3)")
+    p.add_argument("--into", default=None, help="the graph's backbone node (default: its only one)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/eval/NAME-PRESET-CHECKPOINT)")
     p.add_argument("--resume", action="store_true", help="continue the probe's training from its last checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
@@ -293,7 +293,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, GraphError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out} (node {args.node!r} of {path}; Pointcept/Sonata names, docs/pointcept.md)")
+    node = f"node {args.node!r}" if args.node else "the backbone"
+    print(f"wrote {args.out} ({node} of {path}, in the backbone's foreign layout: docs/pointcept.md)")
     return 0
 
 

@@ -67,7 +67,8 @@ def test_a_backbone_of_another_size_is_refused_naming_the_difference(
     args = ["eval", LP, "--preset", "base", "--checkpoint", str(pretrained), "--out", str(tmp_path / "x"), "--quiet"]
     assert main(args + ["--set", f"store.path={scannet_eval_store}"]) == 1
     err = capsys.readouterr().err
-    assert "does not match node 'backbone'" in err and "enc_channels: checkpoint (16, 32, 48, 64, 96)" in err
+    assert "does not match node 'backbone'" in err
+    assert "enc_channels: checkpoint [16, 32, 48, 64, 96] vs graph [48, 96, 192, 384, 512]" in err
 
 
 def test_data_efficient_protocols_train_on_the_chosen_scenes_and_points(
@@ -85,3 +86,14 @@ def test_data_efficient_protocols_train_on_the_chosen_scenes_and_points(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["run"]["checkpoint"] is None  # random initialisation: the baseline
     assert "randomly initialised" in (out / "report.md").read_text()
+
+
+def test_extract_from_a_training_checkpoint_uses_its_graphs_view_node(pretrained: Path, tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "scan.npy", rng.uniform(0, 2, (800, 3)).astype(np.float32))
+    out = tmp_path / "features"
+    args = ["extract", str(pretrained), str(tmp_path / "scan.npy"), "--out", str(out), "--grid-size", "0.05"]
+    assert main([*args, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "views of node 'views' of the checkpoint's graph" in printed and "of PointTransformerV3" in printed
+    assert np.load(out / "features.npy").shape == (800, 256)  # tiny encoder up-cast to level 0: 16 + ... + 96

@@ -19,8 +19,9 @@ from pcdag.graphs.batch import collate_points
 from pcdag.graphs.cloud import PointCloud
 from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 from pcdag.nodes.backbones.ptv3.pointcept import export_backbone
-from pcdag.nodes.geometry.normals import estimate_normals, orient_toward
-from pcdag.nodes.views.parts.eval_view import eval_view, grid_eval_rows
+from pcdag.nodes.views.parts.eval_view import eval_view
+from pcdag.ops.grid import grid_eval_rows
+from pcdag.ops.normals import estimate_normals, orient_toward
 from pcdag.ops.pca import pca_colours, pca_fit, render_scene
 from pcdag.runtime import extract
 from pcdag.runtime.backbone import load_backbone
@@ -67,7 +68,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def module(checkpoint) -> PointTransformerV3Module:
-    return load_backbone(checkpoint, mode="encoder", upcast_level=0).eval()
+    return load_backbone(checkpoint, features=True)[1].eval()
 
 
 def direct(module: PointTransformerV3Module, cloud: PointCloud, seed: int = 0) -> np.ndarray:

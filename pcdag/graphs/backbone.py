@@ -6,7 +6,8 @@ node of this class it can
 
     rebuild the trained module of a checkpoint      ``with_params(...)``, ``build_module()``, ``load_trained()``
     check two backbones can share weights           ``architecture()``: the fields that must be equal
-    read / write a foreign (Pointcept) checkpoint   ``params_from_foreign()``, ``import_weights()``, ``export_weights()``
+    read / write a foreign checkpoint (Pointcept)   ``params_from_foreign()``, ``import_weights()``,
+                                                    ``export_weights()``
     extract per-point features at full resolution   ``feature_params()``
     estimate the step's memory                      the module's ``memory(points, grad)`` (``BackboneModule``)
 
@@ -98,12 +99,18 @@ class BackboneNode(DeviceNode):
         """The fields two backbones must agree on to share weights, as plain data (lists, numbers, strings)."""
         raise NotImplementedError(f"{self.type_name()} does not implement architecture()")
 
-    def architecture_differences(self, other: Node) -> list[str]:
-        """``"field: other's value vs this node's"`` for every differing field; the type first if it differs."""
+    def architecture_differences(self, other: Node, names: tuple[str, str] = ("", "")) -> list[str]:
+        """``"field: other's value vs this node's"`` for every differing field; the type first if it differs.
+        ``names`` label the two values (e.g. ``("checkpoint", "graph")``: ``"depths: checkpoint [2] vs graph [3]"``)."""
+        theirs_label, ours_label = (f"{n} " if n else "" for n in names)
         if type(other) is not type(self):
-            return [f"type: {other.type_name()} vs {self.type_name()}"]
+            return [f"type: {theirs_label}{other.type_name()} vs {ours_label}{self.type_name()}"]
         ours, theirs = self.architecture(), other.architecture()  # type: ignore[attr-defined]
-        return [f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in ours if ours.get(k) != theirs.get(k)]
+        return [
+            f"{k}: {theirs_label}{theirs.get(k)!r} vs {ours_label}{ours.get(k)!r}"
+            for k in ours
+            if ours.get(k) != theirs.get(k)
+        ]
 
     def load_trained(self, module: torch.nn.Module, weights: Mapping[str, torch.Tensor], where: str) -> None:
         """Install weights saved from a module of this node type (a pcdag training checkpoint); the default is a
@@ -125,7 +132,9 @@ class BackboneNode(DeviceNode):
     @classmethod
     def params_from_foreign(cls, config: Mapping[str, Any]) -> dict[str, Any] | None:
         """Parameters of this node type that rebuild the architecture of a foreign checkpoint's ``config``
-        (what ``export_weights`` writes), or None when ``config`` is not of this type."""
+        (what ``export_weights`` writes), or None when ``config`` is not of this type; ``WeightsError`` naming
+        what the parameters cannot express when it is of this type but not buildable. The runtime asks every
+        registered backbone type and uses the one that claims the file."""
         return None
 
     def feature_params(self) -> dict[str, Any]:

@@ -1,15 +1,18 @@
 """Backbones out of checkpoints: which file a run means, which node of its graph is the backbone, its module.
 
-Two kinds of file hold a PointTransformerV3:
+The runtime names no backbone type: a backbone is any node of the class ``BackboneNode`` (the backbone protocol,
+``pcdag.graphs.backbone``), and two kinds of file hold one:
 
 - a pcdag training checkpoint (``RUN/checkpoints/step-*.pt``, or the run directory: its newest checkpoint). It
-  carries its resolved graph, so the backbone is rebuilt exactly as trained. The backbone is the node named
-  ``node``, or else the one trainable ``PointTransformerV3`` of the graph (the student);
-- a Pointcept / Sonata checkpoint or a ``pcdag export`` file (``{"config", "state_dict"}``): the architecture
-  comes from its ``config`` (Pointcept's keyword arguments).
+  carries its resolved graph, so the backbone is rebuilt exactly as trained (``with_params``, ``build_module``,
+  ``load_trained``). The backbone is the node named ``node``, or else the graph's only backbone node, or else its
+  only trainable one (the student beside a frozen one);
+- a foreign checkpoint or a ``pcdag export`` file (``{"config", "state_dict"}``): every registered backbone type
+  is asked whether the ``config`` is its own (``params_from_foreign``); the one that says yes rebuilds it and
+  reads the weights (``import_weights``).
 
-``load_backbone`` returns the module with its trained weights, optionally re-built in another mode (an encoder
-trained with ``upcast_level: 2`` up-casts to level 0 for feature extraction: up-casting has no weights).
+``open_backbone`` returns the node, its module with the trained weights and, for a training checkpoint, the plan
+of its graph; ``changes`` re-configure the node where no weight depends on them (``feature_params``).
 """
 
 from __future__ import annotations
@@ -21,12 +24,10 @@ import attrs
 import torch
 
 from pcdag.compiler import compile_graph
+from pcdag.graphs import registry
+from pcdag.graphs.backbone import BackboneNode, WeightsError
 from pcdag.graphs.yamlio import loads_graph
-from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
-from pcdag.nodes.backbones.ptv3.pointcept import import_backbone
 from pcdag.runtime import checkpoint as ckpt
-
-BACKBONE_TYPE = "PointTransformerV3"
 
 
 def checkpoint_file(source: str | Path) -> Path:
@@ -46,74 +47,106 @@ def is_training_checkpoint(state: Any) -> bool:
     return isinstance(state, dict) and "modules" in state and "graph" in state
 
 
-def backbone_node(plan: Any, node: str | None, where: str) -> Any:
-    """The ``Step`` of the backbone node: ``node`` if given, else the graph's only trainable PointTransformerV3."""
+def backbone_step(plan: Any, node: str | None, where: str) -> Any:
+    """The ``Step`` of the plan's backbone: ``node`` if given (it must be a backbone node), else the only backbone
+    node of the device stage, else its only trainable one."""
     steps = plan.device.steps if plan.device is not None else ()
+    backbones = [s for s in steps if isinstance(s.node, BackboneNode)]
     if node is not None:
         found = [s for s in steps if s.name == node]
         if not found:
-            raise ValueError(
-                f"{where} has no device node {node!r}; its device nodes: {', '.join(s.name for s in steps)}"
-            )
+            names = ", ".join(s.name for s in steps) or "none"
+            raise ValueError(f"{where} has no device node {node!r}; its device nodes: {names}")
+        if not isinstance(found[0].node, BackboneNode):
+            names = ", ".join(s.name for s in backbones) or "none"
+            raise ValueError(f"{where}: node {node!r} is no backbone node (its backbone nodes: {names})")
         return found[0]
-    backbones = [s for s in steps if type(s.node).__name__ == BACKBONE_TYPE and s.name in plan.device.trainable]
     if len(backbones) != 1:
-        names = ", ".join(s.name for s in backbones) or "none"
-        raise ValueError(
-            f"{where}: cannot tell which backbone to use (trainable {BACKBONE_TYPE} nodes: {names}); name one"
-        )
+        trainable = [s for s in backbones if s.name in plan.device.trainable]
+        if len(trainable) == 1:
+            return trainable[0]
+        names = ", ".join(f"{s.name} ({s.node.type_name()})" for s in backbones) or "none"
+        raise ValueError(f"{where}: cannot tell which backbone to use (backbone nodes: {names}); name one")
     return backbones[0]
 
 
-def config_from_pointcept(config: dict[str, Any], grid_size: float = 0.02) -> PTv3Config:
-    """A ``PTv3Config`` from Pointcept's ``PointTransformerV3`` keyword arguments (as ``export_backbone`` writes)."""
-    try:
-        return PTv3Config(
-            enc_depths=config["enc_depths"],
-            enc_channels=config["enc_channels"],
-            enc_heads=config["enc_num_head"],
-            enc_patch_size=config["enc_patch_size"],
-            dec_depths=config["dec_depths"],
-            dec_channels=config["dec_channels"],
-            dec_heads=config["dec_num_head"],
-            dec_patch_size=config["dec_patch_size"],
-            in_channels=config.get("in_channels", 9),
-            mlp_ratio=config.get("mlp_ratio", 4.0),
-            drop_path=config.get("drop_path", 0.3),
-            orders=tuple(config.get("order", ("z", "z-trans", "hilbert", "hilbert-trans"))),
-            shuffle_orders=config.get("shuffle_orders", True),
-            mask_token=config.get("mask_token", False),
-            mode="encoder" if config.get("enc_mode", True) else "encoder-decoder",
-            grid_size=grid_size,
-        )
-    except KeyError as exc:
-        raise ValueError(
-            f"the checkpoint's config has no {exc.args[0]!r} (Pointcept PointTransformerV3 arguments)"
-        ) from None
+def backbone_types() -> list[type[BackboneNode]]:
+    """Every registered backbone node class (built-in and plug-in; only modules of the backbone role load)."""
+    found = []
+    for name in registry.names():
+        if registry.role(name) != "backbones":
+            continue
+        cls = registry.get(name)
+        if isinstance(cls, type) and issubclass(cls, BackboneNode):
+            found.append(cls)
+    return found
 
 
-def load_backbone(source: str | Path, node: str | None = None, **changes: Any) -> PointTransformerV3Module:
-    """The trained backbone of ``source`` (see the module docstring); ``changes`` re-configure it (e.g.
-    ``mode="encoder", upcast_level=0``) where no weight depends on them."""
+def foreign_node(config: Any, where: str) -> BackboneNode:
+    """The backbone node that rebuilds a foreign file's ``config``: the one registered type that claims it."""
+    claims = []
+    for cls in backbone_types():
+        try:
+            params = cls.params_from_foreign(config)
+        except WeightsError as exc:
+            raise WeightsError(f"{where}: {cls.type_name()} cannot rebuild it: {exc}") from None
+        if params is not None:
+            claims.append((cls, params))
+    if not claims:
+        keys = ", ".join(sorted(map(str, config))[:12]) if isinstance(config, dict) else type(config).__name__
+        known = ", ".join(f"{c.type_name()} ({c.foreign or 'no foreign format'})" for c in backbone_types())
+        raise WeightsError(f"{where}: its config ({keys}) is of no backbone type pcdag knows: {known}")
+    if len(claims) > 1:
+        names = ", ".join(c.type_name() for c, _ in claims)
+        raise WeightsError(f"{where}: several backbone types claim its config: {names}")
+    cls, params = claims[0]
+    return cls(**params)
+
+
+@attrs.frozen
+class Loaded:
+    """A backbone out of a file: the node (with the file's architecture), its module with the trained weights, the
+    file, the node's name and the plan of the checkpoint's graph (both None for a foreign file)."""
+
+    path: Path
+    node: BackboneNode
+    module: torch.nn.Module
+    name: str | None = None
+    plan: Any = None
+
+
+def open_backbone(source: str | Path, node: str | None = None, features: bool = False, **changes: Any) -> Loaded:
+    """The trained backbone of ``source`` (see the module docstring). ``features``: re-configured by its
+    ``feature_params`` (per-point features at full resolution); ``changes``: further parameter changes."""
     path = checkpoint_file(source)
     state = ckpt.load(path) if path.suffix == ".pt" else torch.load(path, map_location="cpu", weights_only=True)
     if is_training_checkpoint(state):
         plan = compile_graph(loads_graph(state["graph"], f"{path}:graph"), check_files=False)  # config only
-        step = backbone_node(plan, node, f"checkpoint {path}")
-        config = attrs.evolve(step.node.config, **changes)
+        step = backbone_step(plan, node, f"checkpoint {path}")
+        backbone = _changed(step.node, features, changes)
         prefix = f"{step.name}."
         weights = {k[len(prefix) :]: v for k, v in state["modules"].items() if k.startswith(prefix)}
         if not weights:
             raise ValueError(f"checkpoint {path} holds no weights of node {step.name!r}")
-        module = PointTransformerV3Module(config)
-        decoder = [k for k in module.state_dict() if k.startswith("decoder.")]
-        missing, unexpected = module.load_state_dict(weights, strict=False)
-        bad = [k for k in missing if k not in decoder] + [k for k in unexpected if not k.startswith("decoder.")]
-        if bad:
-            raise ValueError(f"checkpoint {path}, node {step.name!r}: weights do not fit: {', '.join(bad[:8])}")
-        return module
+        module = backbone.build_module()
+        backbone.load_trained(module, weights, f"checkpoint {path}, node {step.name!r}")
+        return Loaded(path, backbone, module, step.name, plan)
     if not isinstance(state, dict) or "config" not in state:
-        raise ValueError(f"{path}: neither a pcdag training checkpoint nor a file with a Pointcept 'config'")
-    module = PointTransformerV3Module(attrs.evolve(config_from_pointcept(state["config"]), **changes))
-    import_backbone(module, path)
-    return module
+        raise ValueError(f"{path}: neither a pcdag training checkpoint nor a file with a backbone 'config'")
+    backbone = _changed(foreign_node(state["config"], str(path)), features, changes)
+    module = backbone.build_module()
+    backbone.import_weights(module, path)
+    return Loaded(path, backbone, module)
+
+
+def _changed(node: BackboneNode, features: bool, changes: dict[str, Any]) -> BackboneNode:
+    changes = {**(node.feature_params() if features else {}), **changes}
+    return node.with_params(**changes) if changes else node
+
+
+def load_backbone(
+    source: str | Path, node: str | None = None, features: bool = False, **changes: Any
+) -> tuple[BackboneNode, torch.nn.Module]:
+    """``(node, module)`` of ``open_backbone``."""
+    loaded = open_backbone(source, node, features, **changes)
+    return loaded.node, loaded.module

@@ -1,9 +1,11 @@
 """``pcdag eval``: put a pre-trained backbone into an evaluation graph, train its probe, evaluate, report.
 
-1. ``--checkpoint`` (a training checkpoint, a run directory or a Pointcept/Sonata file) → its backbone is
-   written to ``RUN/pretrained-backbone.pth`` and becomes the ``weights`` of the graph's PointTransformerV3
-   node, after checking the two architectures agree (the message names every difference). Without
-   ``--checkpoint`` the backbone is randomly initialised: the baseline every probe is compared with;
+1. ``--checkpoint`` (a training checkpoint, a run directory or a foreign / ``pcdag export`` file) → its backbone is
+   written to ``RUN/pretrained-backbone.pth`` (the node's ``export_weights``) and becomes the ``weights`` of the
+   graph's backbone node (the backbone protocol, ``pcdag.graphs.backbone``). A backbone of the graph's type must
+   have its architecture (the message names every differing field); one of another type replaces the graph's
+   declaration, keeping the graph's parameters the new type declares that are not architecture (printed).
+   Without ``--checkpoint`` the backbone is randomly initialised: the baseline every probe is compared with;
 2. the graph's training step (the probe, or the fine-tuning) trains as ``pcdag train`` would (``--resume``
    continues it; a finished run goes straight on to evaluation);
 3. every evaluator node runs with the last checkpoint (``pcdag.runtime.evaluate``);
@@ -21,49 +23,55 @@ import attrs
 import torch
 
 from pcdag.compiler import compile_graph
+from pcdag.graphs.backbone import BackboneNode
 from pcdag.graphs.graph import Graph
 from pcdag.graphs.overrides import apply_overrides
-from pcdag.nodes.backbones.ptv3.pointcept import export_backbone
 from pcdag.runtime import checkpoint as ckpt
-from pcdag.runtime.backbone import BACKBONE_TYPE, checkpoint_file, load_backbone
+from pcdag.runtime.backbone import backbone_step, checkpoint_file, load_backbone
 from pcdag.runtime.devices import local_device
 from pcdag.runtime.evaluate import run_evaluators
 from pcdag.runtime.report import write_report
 from pcdag.runtime.trainer import train
 
-ARCHITECTURE = ("enc_depths", "enc_channels", "enc_heads", "in_channels", "mlp_ratio")
+
+def adopt_type(graph: Graph, name: str, theirs: BackboneNode, quiet: bool = False) -> Graph:
+    """The graph with node ``name`` re-declared as ``theirs``' type and parameters, keeping the graph's parameters
+    of that node which ``theirs`` also declares and which change no architecture field (frozen, ...)."""
+    decl = graph.nodes[name]
+    declared = set(attrs.fields_dict(type(theirs.params)))
+    kept, params = [], {k: v for k, v in theirs.given.items() if k != "weights"}
+    for key, value in decl.params.items():
+        if key in declared and key != "weights" and _not_architecture(theirs, key, value):
+            params[key] = value
+            kept.append(key)
+    nodes = {**graph.nodes, name: attrs.evolve(decl, type=theirs.type_name(), params=params)}
+    if not quiet:
+        print(
+            f"--checkpoint: node {name!r} of graph {graph.name!r} becomes a {theirs.type_name()} (was {decl.type}), "
+            f"with the checkpoint's architecture; kept from the graph: {', '.join(kept) or 'nothing'}"
+        )
+    return attrs.evolve(graph, nodes=nodes)
 
 
-def backbone_name(graph: Graph, into: str | None) -> str:
-    """The graph node that receives the checkpoint: ``into``, or its only PointTransformerV3."""
-    found = [n for n, d in graph.nodes.items() if d.type == BACKBONE_TYPE]
-    if into is not None:
-        if into not in found:
-            raise ValueError(
-                f"graph {graph.name!r} has no {BACKBONE_TYPE} node {into!r} (it has: {', '.join(found) or 'none'})"
-            )
-        return into
-    if len(found) != 1:
-        raise ValueError(f"graph {graph.name!r} has {len(found)} {BACKBONE_TYPE} nodes ({', '.join(found)}); pick one")
-    return found[0]
-
-
-def architecture_differences(ours: Any, theirs: Any) -> list[str]:
-    return [
-        f"{k}: checkpoint {getattr(theirs, k)} vs graph {getattr(ours, k)}"
-        for k in ARCHITECTURE
-        if getattr(ours, k) != getattr(theirs, k)
-    ]
+def _not_architecture(node: BackboneNode, key: str, value: Any) -> bool:
+    try:
+        return node.with_params(**{key: value}).architecture() == node.architecture()
+    except ValueError:  # not a value this type takes
+        return False
 
 
 def install_checkpoint(
-    graph: Graph, source: Path, run_dir: Path, node: str | None, into: str | None
+    graph: Graph, source: Path, run_dir: Path, node: str | None, into: str | None, quiet: bool = False
 ) -> tuple[Graph, str]:
     """The graph with its backbone's ``weights`` set to the backbone of ``source`` (written into ``run_dir``)."""
-    name = backbone_name(graph, into)
-    target = compile_graph(graph).node(name).config
-    module = load_backbone(source, node=node)
-    diffs = architecture_differences(target, module.config)
+    plan = compile_graph(graph)
+    name = backbone_step(plan, into, f"graph {graph.name!r}").name
+    theirs, module = load_backbone(source, node=node)
+    ours = plan.node(name)
+    if type(ours) is not type(theirs):
+        graph = adopt_type(graph, name, theirs, quiet)
+        ours = compile_graph(graph).node(name)
+    diffs = ours.architecture_differences(theirs, ("checkpoint", "graph"))
     if diffs:
         raise ValueError(
             f"the backbone in {source} does not match node {name!r} of graph {graph.name!r}: {'; '.join(diffs)}. "
@@ -76,12 +84,12 @@ def install_checkpoint(
             "pass --out to evaluate this checkpoint elsewhere"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    export_backbone(module, path)
+    theirs.export_weights(module, path)
     return apply_overrides(graph, {f"{name}.weights": str(path)}, "--checkpoint", base=Path.cwd()), name
 
 
 def _same_weights(path: Path, module: torch.nn.Module) -> bool:
-    fresh = load_backbone(path)
+    _, fresh = load_backbone(path)
     mine, theirs = module.state_dict(), fresh.state_dict()
     return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
@@ -118,7 +126,7 @@ def evaluate_graph(
     source = None
     if checkpoint is not None:
         source = checkpoint_file(checkpoint)
-        graph, _ = install_checkpoint(graph, source, run_dir, node, into)
+        graph, _ = install_checkpoint(graph, source, run_dir, node, into, quiet)
     plan = compile_graph(graph)
     t0 = time.perf_counter()
     done = ckpt.list_checkpoints(run_dir / "checkpoints")

@@ -46,7 +46,8 @@ def trained_module(plan: Any, checkpoint: Path, device: torch.device) -> StepMod
     return module.to(device).eval()
 
 
-def _sample_maker(plan: Any):
+def sample_maker(plan: Any):
+    """``eval_sample`` of the loader node that feeds the plan's training step: its un-augmented view of a scene."""
     entry = plan.device.entry
     node = plan.node(entry[0]) if entry is not None else None
     if node is None or not hasattr(node, "eval_sample"):
@@ -98,7 +99,7 @@ def run_evaluators(
 ) -> list[tuple[str, EvalResult, list[str], float]]:
     """Every evaluator of ``plan``: (name, result, notes, seconds)."""
     module = trained_module(plan, checkpoint, device)
-    make_sample = _sample_maker(plan)
+    make_sample = sample_maker(plan)
     results = []
     for name in evaluator_names(plan):
         node: Evaluator = plan.node(name)

@@ -1,13 +1,17 @@
 """Per-point features of a trained backbone for a new point cloud (``pcdag extract CHECKPOINT FILE``).
 
-    read_points       a PLY, .npy, .npz or Pointcept scene folder -> PointCloud (coord, optional color / normal)
-    extract_features  grid-sample, (tile), forward the encoder at full resolution, blend, map back -> [N, C]
+    read_points       a PLY, .npy, .npz or Pointcept scene folder -> PointCloud (``pcdag.datasets.points_file``)
+    extract_features  grid-sample, (tile), forward the backbone at full resolution, blend, map back -> [N, C]
     write_outputs     features.npy, coord.npy, pca.png (and features-pca.ply), atomically
 
-The backbone sees the un-augmented view it was trained on (``eval_view``): the grid-sampled scene, centre-shifted,
-colour / 255 (grey without colour) and normals. Missing normals are estimated on the grid-sampled points
-(``estimate_normals``, k = 32, flipped toward the centroid as ``EstimateNormals`` does). The backbone voxelises the
-sampled points at its own ``grid_size``; ``grid_size`` here only picks the points (keep them equal).
+The backbone is rebuilt by its node with the node's ``feature_params`` (features for every input point; the
+backbone protocol, ``pcdag.graphs.backbone``) and sees the un-augmented view it was trained on: the
+``eval_sample`` of the loader node that fed the checkpoint graph's training step, as evaluation uses it
+(``pcdag.runtime.evaluate``). A foreign file carries no graph: the one registered view node type that makes
+evaluation views (``eval_sample``) makes them, with its default parameters. The grid sampling keeps the point
+nearest each voxel centre (``pcdag.ops.grid``); missing normals are estimated on the sampled points
+(``pcdag.ops.normals``, k = 32, flipped toward the centroid). The backbone voxelises the sampled points at its own
+grid size; ``grid_size`` here only picks the points (keep them equal).
 
 Large scenes are cut into square x-y tiles of edge ``tile`` whose neighbours overlap by ``overlap``, run one at a
 time (each centre-shifted on its own, as the training crops were). A point's features are the average of its
@@ -17,7 +21,7 @@ weights sum to 1 there). Weights are normalised per point before blending, so a 
 tile's features. The tile grid is centred on the scene and padded so every point lies strictly inside some tile.
 
 Every tile's forward starts from ``torch.manual_seed(seed)`` (in a forked RNG: the caller's is left alone), because
-PointTransformerV3 with ``shuffle_orders`` draws its serialisation orders from torch's RNG, even in eval mode.
+a backbone may draw from torch's RNG even in eval mode (e.g. shuffled serialisation orders).
 """
 
 from __future__ import annotations
@@ -27,144 +31,28 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pcdag.atomic import atomic_save_npy
-from pcdag.datasets.ply import PROPERTIES, read_ply, write_ply
-from pcdag.datasets.scannet import read_npy, read_scan
-from pcdag.graphs.batch import collate_points
+from pcdag.datasets.ply import write_ply
+from pcdag.datasets.points_file import read_points
+from pcdag.graphs import registry
+from pcdag.graphs.batch import ViewSample, collate_points
 from pcdag.graphs.cloud import CloudError, PointCloud
-from pcdag.nodes.geometry.normals import estimate_normals, orient_toward
-from pcdag.nodes.views.parts.eval_view import GREY, eval_view, grid_eval_rows
+from pcdag.ops.grid import grid_eval_rows
+from pcdag.ops.normals import estimate_normals, orient_toward
 from pcdag.ops.pca import pca_fit, render_scene
 from pcdag.runtime.devices import local_device
 
+GREY = 0.5  # the colour written to pca.png for clouds without colour
+MakeSample = Callable[[PointCloud], ViewSample]
+
 NORMAL_NEIGHBOURS = 32
-SUFFIXES = (".ply", ".npy", ".npz")
-_HEADER_LIMIT = 1 << 16  # bytes of a PLY header read to list its properties
-
-
-# -- reading ----------------------------------------------------------------------------------------------------
-
-
-def _ply_properties(path: Path) -> set[str]:
-    """Names of the ``vertex`` element's properties, from the PLY header only."""
-    with path.open("rb") as f:
-        head = f.read(_HEADER_LIMIT)
-    end = head.find(b"end_header")
-    if not head.startswith(b"ply") or end < 0:
-        raise ValueError(f"{path}: not a PLY file (no 'ply' magic or no 'end_header' in the first 64 KiB)")
-    names, element = set(), None
-    for line in head[:end].decode("ascii", errors="replace").splitlines():
-        words = line.split()
-        if words[:1] == ["element"] and len(words) > 1:
-            element = words[1]
-        elif words[:1] == ["property"] and element == "vertex" and len(words) > 2:
-            names.add(words[-1])
-    return names
-
-
-def _read_ply_file(path: Path) -> dict[str, np.ndarray]:
-    have = _ply_properties(path)
-    fields = [f for f in ("color", "normal") if set(PROPERTIES[f]) <= have]
-    return read_ply(path, fields)
-
-
-def _colour_uint8(arr: np.ndarray, where: str) -> np.ndarray:
-    """Colours as uint8 0..255: float values within 0..1 are scaled by 255, others must already lie in 0..255."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"{where}: colours have dtype {arr.dtype}, expected uint8 or numbers in 0..255")
-    values = arr.astype(np.float64)  # [N, 3]
-    if not np.isfinite(values).all() or (values.size and (values.min() < 0 or values.max() > 255)):
-        raise ValueError(f"{where}: colours must be finite and lie in 0..255 (or 0..1 as floats)")
-    if arr.dtype.kind == "f" and values.size and values.max() <= 1.0:
-        values = values * 255.0
-    return np.round(values).astype(np.uint8)
-
-
-def _read_npy_file(path: Path) -> dict[str, np.ndarray]:
-    arr = read_npy(path)
-    if arr.ndim != 2 or arr.shape[1] not in (3, 6):
-        raise ValueError(f"{path}: shape {list(arr.shape)}, expected [N, 3] coordinates or [N, 6] xyz + rgb")
-    out = {"coord": arr[:, :3]}
-    if arr.shape[1] == 6:
-        out["color"] = _colour_uint8(arr[:, 3:], f"{path} (columns 3..5)")
-    return out
-
-
-def _read_npz_file(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in ("coord", "color", "normal") if k in npz.files}
-            found = list(npz.files)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npz archive ({exc})") from exc
-    if "coord" not in arrays:
-        raise ValueError(f"{path}: no 'coord' array (it holds {', '.join(found) or 'nothing'})")
-    if "color" in arrays:
-        arrays["color"] = _colour_uint8(arrays["color"], f"{path}:color")
-    return arrays
-
-
-def _read_folder(path: Path) -> dict[str, np.ndarray]:
-    if not (path / "coord.npy").is_file():
-        raise FileNotFoundError(f"{path}: a Pointcept scene folder needs coord.npy (optional color.npy, normal.npy)")
-    return read_scan(path, [f for f in ("color", "normal") if (path / f"{f}.npy").is_file()])
-
-
-def _checked(fields: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
-    """Shapes, dtypes and finite coordinates of what a reader returned; ``ValueError`` naming ``where``."""
-    coord = fields["coord"]
-    if coord.ndim != 2 or coord.shape[1] != 3 or coord.dtype.kind not in "fiu":
-        shape = f"{list(coord.shape)} ({coord.dtype})"
-        raise ValueError(f"{where}: coordinates have shape {shape}, expected [N, 3] numbers")
-    if len(coord) == 0:
-        raise ValueError(f"{where}: the file holds no points")
-    bad = int((~np.isfinite(coord).all(axis=1)).sum())
-    if bad:
-        raise ValueError(f"{where}: {bad} points have NaN or infinite coordinates")
-    out = {"coord": np.ascontiguousarray(coord, dtype=np.float32)}
-    for name in ("color", "normal"):
-        if name in fields:
-            arr = fields[name]
-            if arr.shape != (len(coord), 3):
-                raise ValueError(f"{where}: {name} has shape {list(arr.shape)}, expected [{len(coord)}, 3]")
-            if name == "normal":
-                if arr.dtype.kind != "f" or not np.isfinite(arr).all():
-                    raise ValueError(f"{where}: normals must be finite floats, got {arr.dtype}")
-                arr = arr.astype(np.float32, copy=False)
-            out[name] = np.ascontiguousarray(arr)
-    return out
-
-
-def read_points(path: str | Path) -> PointCloud:
-    """A ``PointCloud`` (``coord`` float32, optional ``color`` uint8 and ``normal``) from ``path``: a PLY (x y z,
-    optional red green blue as uchar, nx ny nz), a ``.npy`` ([N, 3] xyz or [N, 6] xyz + rgb), a ``.npz`` (arrays
-    ``coord``, optional ``color``, ``normal``) or a Pointcept scene folder (coord.npy, optional color.npy,
-    normal.npy). Float colours within 0..1 are scaled to 0..255."""
-    path = Path(path)
-    if path.is_dir():
-        fields = _read_folder(path)
-    elif not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    elif path.suffix.lower() == ".ply":
-        fields = _read_ply_file(path)
-    elif path.suffix.lower() == ".npy":
-        fields = _read_npy_file(path)
-    elif path.suffix.lower() == ".npz":
-        fields = _read_npz_file(path)
-    else:
-        raise ValueError(
-            f"{path}: unknown format {path.suffix!r}; use {', '.join(SUFFIXES)} or a Pointcept scene folder"
-        )
-    cloud = PointCloud(_checked(fields, str(path)), {"scene": path.stem if path.is_file() else path.name})
-    cloud.meta["path"] = str(path)
-    return cloud.validate(str(path))
 
 
 # -- tiles ------------------------------------------------------------------------------------------------------
@@ -253,14 +141,44 @@ def fill_normals(cloud: PointCloud, where: str) -> PointCloud:
     return cloud
 
 
-def _forward(module: torch.nn.Module, cloud: PointCloud, device: torch.device, seed: int, where: str) -> np.ndarray:
-    """``[m, C]`` float32 features of every point of ``cloud`` (one ``eval_view``, one sample)."""
-    batch = collate_points([eval_view(cloud, where=where)], f" ({where})").to(device)
+def _forward(
+    module: torch.nn.Module, cloud: PointCloud, device: torch.device, seed: int, where: str, make_sample: MakeSample
+) -> np.ndarray:
+    """``[m, C]`` float32 features of every point of ``cloud`` (its evaluation view: one sample)."""
+    sample = make_sample(cloud)
+    batch = collate_points(list(sample.global_views), f" ({where})").to(device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with torch.random.fork_rng(devices=[]), amp:
         torch.manual_seed(seed)
         encoded = module(batch)
     return encoded.at_points().float().cpu().numpy()  # [m, C]
+
+
+def default_view_maker() -> tuple[MakeSample, str]:
+    """``(eval_sample, what)`` of the one registered view node type that makes evaluation views, built with its
+    default parameters: the views for a backbone out of a file that carries no graph."""
+    found = []
+    for name in registry.names():
+        if registry.role(name) != "views":
+            continue
+        cls = registry.get(name)
+        if cls is not None and callable(getattr(cls, "eval_sample", None)):
+            found.append(cls)
+    if len(found) != 1:
+        names = ", ".join(c.type_name() for c in found) or "none"
+        raise ValueError(f"cannot tell which node makes evaluation views (view nodes with eval_sample: {names})")
+    return found[0]().eval_sample, f"{found[0].type_name()} with default parameters"
+
+
+def view_maker(plan: Any) -> tuple[MakeSample, str]:
+    """``(eval_sample, what)``: that of the loader node feeding ``plan``'s training step, as evaluation uses it;
+    without a plan (a foreign file) ``default_view_maker``."""
+    if plan is None:
+        return default_view_maker()
+    from pcdag.runtime.evaluate import sample_maker
+
+    entry = plan.device.entry[0] if plan.device is not None and plan.device.entry else "-"
+    return sample_maker(plan), f"node {entry!r} of the checkpoint's graph"
 
 
 def _subset(cloud: PointCloud, index: np.ndarray) -> PointCloud:
@@ -277,10 +195,13 @@ def extract_with_tiles(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    make_sample: MakeSample | None = None,
 ) -> tuple[np.ndarray, int]:
     """``extract_features`` and the number of tiles it ran."""
     from tqdm.auto import tqdm
 
+    if make_sample is None:
+        make_sample = default_view_maker()[0]
     where = str(cloud.meta.get("path", cloud.meta.get("scene", "?")))
     if max_points < 1 or grid_size <= 0:
         raise ValueError(f"{where}: max_points must be >= 1 and grid_size > 0, got {max_points}, {grid_size}")
@@ -293,7 +214,7 @@ def extract_with_tiles(
     bar = tqdm(tiles, desc="tiles", unit="tile", disable=not progress or len(tiles) < 2)
     with torch.no_grad():
         for members, share in bar:
-            feat = _forward(module, _subset(sampled, members), device, seed, where)  # [m, C]
+            feat = _forward(module, _subset(sampled, members), device, seed, where, make_sample)  # [m, C]
             if out is None:
                 out = np.zeros((len(sampled), feat.shape[1]), dtype=np.float32)  # [M, C]
             out[members] += feat * share[:, None]
@@ -310,11 +231,15 @@ def extract_features(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    make_sample: MakeSample | None = None,
 ) -> np.ndarray:
-    """``[N, C]`` float32 features of every point of ``cloud`` from ``module`` (an encoder at full resolution, e.g.
-    ``load_backbone(..., mode="encoder", upcast_level=0)``); tiled when the grid-sampled scene has more than
-    ``max_points`` points (see the module docstring). Moves ``module`` to ``device`` and into eval mode."""
-    return extract_with_tiles(module, cloud, grid_size, max_points, tile, overlap, device, seed, progress)[0]
+    """``[N, C]`` float32 features of every point of ``cloud`` from ``module`` (a backbone at full resolution, e.g.
+    ``load_backbone(..., features=True)``) on the views of ``make_sample`` (default: ``default_view_maker``); tiled
+    when the grid-sampled scene has more than ``max_points`` points (see the module docstring). Moves ``module`` to
+    ``device`` and into eval mode."""
+    return extract_with_tiles(module, cloud, grid_size, max_points, tile, overlap, device, seed, progress, make_sample)[
+        0
+    ]
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------
@@ -372,25 +297,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``pcdag extract``: load, read, extract, write; print what was written. Exit status 1 on bad input."""
     from pcdag.graphs.problems import GraphError
-    from pcdag.runtime.backbone import load_backbone
+    from pcdag.runtime.backbone import open_backbone
 
     start = time.perf_counter()
     file = Path(args.file)
     out = args.out if args.out is not None else Path("features") / (file.stem if file.suffix else file.name)
     try:
         device = local_device(args.device)
-        module = load_backbone(args.checkpoint, node=args.node, mode="encoder", upcast_level=0).to(device)
+        loaded = open_backbone(args.checkpoint, node=args.node, features=True)
+        make_sample, views = view_maker(loaded.plan)
         cloud = read_points(file)
         features, tiles = extract_with_tiles(
-            module, cloud, args.grid_size, args.max_points, args.tile, args.overlap, device, progress=not args.quiet
-        )
+            loaded.module.to(device), cloud, args.grid_size, args.max_points, args.tile, args.overlap, device,
+            progress=not args.quiet, make_sample=make_sample,
+        )  # fmt: skip
         written = write_outputs(out, features, cloud, args.pca_ply, args.dtype)
     except (OSError, ValueError, KeyError, GraphError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
     print(
-        f"{file}: {len(cloud):,} points, {features.shape[1]} channels, {tiles} tile(s), {seconds:.1f} s on {device}; "
+        f"{file}: {len(cloud):,} points, {features.shape[1]} channels of {loaded.node.type_name()}, views of {views}, "
+        f"{tiles} tile(s), {seconds:.1f} s on {device}; "
         f"wrote {', '.join(str(p) for p in written)}"
     )
     return 0

@@ -12,13 +12,11 @@ if TYPE_CHECKING:
 
 from pcdag.graphs.batch import Encoded, MultiViewBatch
 from pcdag.graphs.device import DeviceNode, StepContext
-from pcdag.graphs.memory import LEVEL_RATIOS, FeatureRows, NodeMemory, ViewPoints
+from pcdag.graphs.memory import FeatureRows, NodeMemory, ViewPoints
 from pcdag.graphs.node import In, Out
 from pcdag.graphs.params import one_of, param
 from pcdag.graphs.ports import FEATURES, MODEL, MULTI_VIEW_BATCH
 from pcdag.graphs.registry import register
-from pcdag.nodes.backbones.ptv3.config import PTv3Config
-from pcdag.nodes.backbones.ptv3.memory import encoder_memory
 
 
 @register
@@ -32,7 +30,7 @@ class Encode(DeviceNode):
     role = "backbones"
     version = 1
     inputs = {
-        "model": In(MODEL, doc="a backbone module (PointTransformerV3 or its teacher)"),
+        "model": In(MODEL, doc="a backbone module (a backbone node's, or its teacher)"),
         "views": In(MULTI_VIEW_BATCH),
     }
     outputs = {"features": Out(FEATURES)}
@@ -60,12 +58,15 @@ class Encode(DeviceNode):
         return {"features": out}
 
     def memory(self, module: torch.nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
-        """The backbone's activations over the expected points of this node's view kind (``ptv3.memory``)."""
+        """The backbone's activations over the expected points of this node's view kind: the module's own memory
+        model (``BackboneModule.memory``, ``pcdag.graphs.backbone``); None when the module has none."""
         model, views = inputs["model"], inputs["views"]
-        config = getattr(model, "config", None)
-        if not isinstance(views, ViewPoints) or not isinstance(config, PTv3Config):
+        modelled = getattr(model, "memory", None)
+        if not isinstance(views, ViewPoints) or not callable(modelled):
             return None
-        points = views.points.get(self.params.views, 0.0)
         grad = any(p.requires_grad for p in model.parameters())
-        mem, rows, channels = encoder_memory(config, points, grad, LEVEL_RATIOS)
+        found = modelled(views.points.get(self.params.views, 0.0), grad)
+        if found is None:
+            return None
+        mem, rows, channels = found
         return attrs.evolve(mem, outputs={"features": FeatureRows(rows, channels, grad)})

@@ -1,12 +1,15 @@
 """PointTransformerV3: the backbone node; its module maps a ``PointBatch`` to ``Encoded`` features.
 
-The architecture, presets and forward pass live in ``ptv3.py``; this node only turns parameters into a
-``PTv3Config`` (preset values unless overridden) and owns the built module. Checkpoints of Pointcept / Sonata
-load through ``ptv3.pointcept.import_backbone`` (see ``docs/pointcept.md``).
+The architecture, presets and forward pass live in ``ptv3/``; this node turns parameters into a ``PTv3Config``
+(preset values unless overridden), owns the built module and implements the backbone protocol
+(``pcdag.graphs.backbone``): checkpoints of Pointcept / Sonata load and export through ``ptv3.pointcept`` (see
+``docs/pointcept.md``), its module's ``memory`` is ``ptv3.memory``'s model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -14,10 +17,9 @@ import attrs
 if TYPE_CHECKING:
     import torch
 
-from pcdag.graphs.device import DeviceNode, StepContext
-from pcdag.graphs.node import FieldEffect, Out, effect
+from pcdag.graphs.backbone import BackboneNode, WeightsError
+from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, or_none, param, subset_of
-from pcdag.graphs.ports import MODEL
 from pcdag.graphs.registry import register
 from pcdag.nodes.backbones.ptv3.config import ORDERS, PRESETS, PTv3Config
 
@@ -37,7 +39,7 @@ def _per_stage(lo: int, n: int = 5) -> Any:
 
 
 @register
-class PointTransformerV3(DeviceNode):
+class PointTransformerV3(BackboneNode):
     """Point Transformer V3 backbone (Sonata variant): five stages of serialised patch attention over voxels.
 
     ``mode: encoder`` (pre-training) up-casts the stage outputs to ``upcast_level`` (Base at level 2: 1088
@@ -45,10 +47,8 @@ class PointTransformerV3(DeviceNode):
     from ``preset``.
     """
 
-    role = "backbones"
     version = 1
-    inputs = {}
-    outputs = {"model": Out(MODEL, "the backbone module: PointBatch -> Encoded")}
+    foreign = "Pointcept PT-v3m2 (Sonata)"
 
     @attrs.frozen
     class Params:
@@ -86,10 +86,6 @@ class PointTransformerV3(DeviceNode):
             cache=False,
         )
 
-    @property
-    def trainable(self) -> bool:  # type: ignore[override]
-        return not self.params.frozen
-
     def __post_init__(self) -> None:
         p = self.params
         overrides: dict[str, Any] = {}
@@ -118,20 +114,49 @@ class PointTransformerV3(DeviceNode):
     def fields(self) -> FieldEffect:
         return effect()  # no point-cloud ports
 
-    def build(self, inputs: Any) -> torch.nn.Module:
+    def build_module(self) -> torch.nn.Module:
         from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module
-        from pcdag.nodes.backbones.ptv3.pointcept import import_backbone
 
         module = PointTransformerV3Module(self.config)
         module.block_lr_scale = self.params.block_lr_scale
-        if self.params.weights is not None:
-            import_backbone(module, self.params.weights)
         return module
 
-    def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
-        if module is None:
-            raise ValueError(f"{self.type_name()}: forward() needs the module returned by build()")
-        return {"model": module}
+    # -- the backbone protocol: weights ---------------------------------------------------------------------------
+
+    def architecture(self) -> dict[str, Any]:
+        cfg = self.config
+        fields = ("enc_depths", "enc_channels", "enc_heads", "in_channels", "mlp_ratio", "mask_token")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in fields)}
+
+    def load_trained(self, module: torch.nn.Module, weights: Mapping[str, torch.Tensor], where: str) -> None:
+        """A strict load, except that the decoder may be missing (an encoder checkpoint into an encoder-decoder
+        module: fine-tuning keeps its fresh decoder) or left over (an encoder-decoder checkpoint into an encoder)."""
+        missing, unexpected = module.load_state_dict(dict(weights), strict=False)
+        bad = [f"missing {k}" for k in missing if not k.startswith("decoder.")]
+        bad += [f"unexpected {k}" for k in unexpected if not k.startswith("decoder.")]
+        if bad:
+            raise WeightsError(f"{where}: the weights do not fit {self.type_name()}: {', '.join(bad[:8])}")
+
+    def import_weights(self, module: torch.nn.Module, path: Path) -> None:
+        from pcdag.nodes.backbones.ptv3.pointcept import import_backbone
+
+        import_backbone(module, path)
+
+    def export_weights(self, module: torch.nn.Module, path: Path) -> None:
+        from pcdag.nodes.backbones.ptv3.pointcept import export_backbone
+
+        export_backbone(module, path)
+
+    @classmethod
+    def params_from_foreign(cls, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        from pcdag.nodes.backbones.ptv3.pointcept import params_from_pointcept
+
+        return params_from_pointcept(config)
+
+    def feature_params(self) -> dict[str, Any]:
+        """The encoder up-cast to level 0: up-casting has no weights, so any trained encoder gives full-resolution
+        features this way."""
+        return {"mode": "encoder", "upcast_level": 0}
 
     def plan_notes(self) -> list[str]:
         from pcdag.nodes.backbones.ptv3.model import count_parameters

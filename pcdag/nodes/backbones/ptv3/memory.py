@@ -1,4 +1,4 @@
-"""Memory model of a Point Transformer V3 forward on the GPU (issue 6, item 3), used by ``Encode.memory``.
+"""Memory model of a Point Transformer V3 forward on the GPU (issue 6, item 3): the module's ``memory``.
 
 Bytes kept for the backward pass, per point of a level with ``C`` channels, under bf16 autocast; counted with
 ``torch.autograd.graph.saved_tensors_hooks`` (unique storages) on one block and one pooling layer:

@@ -32,9 +32,11 @@ from torch import nn
 from torch.nn.attention import sdpa_kernel
 
 from pcdag.graphs.batch import Encoded, PointBatch
+from pcdag.graphs.memory import LEVEL_RATIOS, NodeMemory
 from pcdag.nodes.backbones.ptv3.attention import SDPA_BACKENDS
 from pcdag.nodes.backbones.ptv3.config import N_STAGES, PTv3Config
 from pcdag.nodes.backbones.ptv3.layers import Block, GridPooling, GridUnpooling, Level, make_level
+from pcdag.nodes.backbones.ptv3.memory import encoder_memory
 from pcdag.ops.segment import segment_max
 
 
@@ -196,6 +198,11 @@ class PointTransformerV3Module(nn.Module):
                 ids.update({f"stages.{s}.blocks.{i}.{name}": (layer, total) for name, _ in block.named_parameters()})
                 layer += 1
         return ids
+
+    def memory(self, points: float, grad: bool) -> tuple[NodeMemory, float, int]:
+        """The backbone protocol's memory model (``ptv3.memory``) at the expected points per level
+        (``LEVEL_RATIOS``): ``(memory, output rows, output channels)`` of one forward over ``points`` points."""
+        return encoder_memory(self.config, points, grad, LEVEL_RATIOS)
 
     block_lr_scale: float = 1.0  # set by the node: learning-rate factor of every attention block
 

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from pcdag.atomic import atomic_write_bytes
+from pcdag.graphs.backbone import WeightsError
+from pcdag.nodes.backbones.ptv3.config import PRESETS
 from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
 # (pcdag name, Pointcept name); {s} stage/level, {i} block, {p} weight|bias. Block names follow in BLOCK_RULES.
@@ -136,7 +138,7 @@ def export_backbone(module: PointTransformerV3Module, path: str | Path) -> None:
 
 
 def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: str | None = None) -> None:
-    """Load a Pointcept / Sonata checkpoint into ``module``; refuses (``ValueError``) unless every parameter of
+    """Load a Pointcept / Sonata checkpoint into ``module``; refuses (``WeightsError``) unless every parameter of
     ``module`` is present with its shape and nothing else is left over. One exception: an encoder-decoder module
     (fine-tuning) takes an encoder-only checkpoint (pre-training) and keeps its freshly initialised decoder."""
     path = Path(path)
@@ -145,11 +147,11 @@ def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state dict (nor a dict with 'state_dict') of tensors")
+        raise WeightsError(f"{path}: not a state dict (nor a dict with 'state_dict') of tensors")
     try:
         theirs = _strip(state, prefix)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise WeightsError(f"{path}: {exc}") from None
     unknown = sorted(k for k in theirs if _match(k, _FROM_POINTCEPT) is None)
     ours = {_match(k, _FROM_POINTCEPT): v for k, v in theirs.items() if k not in unknown}
     expected = module.state_dict()
@@ -160,7 +162,9 @@ def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: 
     if unknown:
         problems.append(f"no pcdag equivalent for {_listing(unknown)}")
     if problems:
-        raise ValueError(f"{path} does not fit this PointTransformerV3 ({module.config.mode}): " + "; ".join(problems))
+        raise WeightsError(
+            f"{path} does not fit this PointTransformerV3 ({module.config.mode}): " + "; ".join(problems)
+        )
     module.load_state_dict(ours, strict=not fresh_decoder)
 
 
@@ -191,3 +195,47 @@ def _to_theirs(text: str) -> str:
     """Name a parameter by its Pointcept name in messages (the file's names), keeping any trailing text."""
     name, _, rest = text.partition(" ")
     return _rename(name, _TO_POINTCEPT, "to_pointcept") + (f" {rest}" if rest else "")
+
+
+_ENCODER_KEYS = ("enc_depths", "enc_channels", "enc_num_head")
+_DECODER = {"dec_depths": "dec_depths", "dec_channels": "dec_channels", "dec_num_head": "dec_heads"}
+
+
+def params_from_pointcept(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Node parameters that rebuild the architecture of Pointcept's ``PointTransformerV3`` keyword arguments
+    (``config``, as ``export_backbone`` writes them), or None when ``config`` is not of that model. The decoder
+    comes from the preset whose decoder matches (an encoder-only file's decoder is never loaded: the first preset
+    then); ``WeightsError`` names what node parameters cannot express (another ``mlp_ratio``, a decoder of no
+    preset in an encoder-decoder file, patch sizes differing between stages)."""
+    if not isinstance(config, Mapping) or not all(k in config for k in _ENCODER_KEYS):
+        return None
+    encoder_only = bool(config.get("enc_mode", True))
+    decoder = {ours: tuple(config[k]) for k, ours in _DECODER.items() if k in config}
+    presets = [n for n, p in PRESETS.items() if all(tuple(p[k]) == v for k, v in decoder.items())]
+    if not presets and not encoder_only:
+        raise WeightsError(
+            f"the decoder {decoder} of the file matches no PointTransformerV3 preset ({', '.join(PRESETS)})"
+        )
+    preset = (presets or list(PRESETS))[0]
+    sizes = set(config.get("enc_patch_size", ())) | (set() if encoder_only else set(config.get("dec_patch_size", ())))
+    if len(sizes) > 1:
+        raise WeightsError(f"patch sizes {sorted(sizes)} differ between stages; PointTransformerV3 sets one for all")
+    if float(config.get("mlp_ratio", 4.0)) != float(PTv3Config.preset(preset).mlp_ratio):
+        raise WeightsError(
+            f"mlp_ratio {config['mlp_ratio']} is not PointTransformerV3's {PTv3Config.preset(preset).mlp_ratio}"
+        )
+    params: dict[str, Any] = dict(
+        preset=preset,
+        mode="encoder" if encoder_only else "encoder-decoder",
+        in_channels=int(config.get("in_channels", 9)),
+        enc_depths=[int(v) for v in config["enc_depths"]],
+        enc_channels=[int(v) for v in config["enc_channels"]],
+        enc_heads=[int(v) for v in config["enc_num_head"]],
+        drop_path=float(config.get("drop_path", 0.3)),
+        orders=list(config.get("order", ("z", "z-trans", "hilbert", "hilbert-trans"))),
+        shuffle_orders=bool(config.get("shuffle_orders", True)),
+        mask_token=bool(config.get("mask_token", False)),
+    )
+    if sizes:
+        params["patch_size"] = int(sizes.pop())
+    return params

@@ -17,16 +17,10 @@ import numpy as np
 
 from pcdag.graphs.batch import ViewSample
 from pcdag.graphs.cloud import CloudError, PointCloud
-from pcdag.nodes.geometry.grid_sample import nearest_centre_per_voxel, voxelize
 from pcdag.nodes.views.parts.view_transform import centre_shift
+from pcdag.ops.grid import grid_eval_rows
 
 GREY = 0.5  # colour feature of scenes without colour
-
-
-def grid_eval_rows(coord: np.ndarray, grid_size: float, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows [M], inverse [N])``: the point nearest each occupied voxel's centre, and every point's voxel."""
-    _, key, offset = voxelize(coord, grid_size, where)
-    return nearest_centre_per_voxel(key, offset)
 
 
 def grid_eval_cloud(
