@@ -1,6 +1,6 @@
 """What every reconstruction backend returns, and how ``Reconstruct`` finds a backend.
 
-A backend is a module ``pcdag.nodes.reconstruction.<backend>`` with a function
+A backend is a module ``pcdag.nodes.reconstruction.parts.<backend>`` with a function
 
     reconstruct(frames: Frames, params: Reconstruct.Params, rng: np.random.Generator) -> Reconstruction
 
@@ -48,4 +48,4 @@ def backend(name: str) -> Callable:
     """The ``reconstruct`` function of backend ``name`` (imported on first use: optional dependencies)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown reconstruction backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return importlib.import_module(f"pcdag.nodes.reconstruction.{name}").reconstruct
+    return importlib.import_module(f"pcdag.nodes.reconstruction.parts.{name}").reconstruct
