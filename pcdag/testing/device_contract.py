@@ -107,7 +107,7 @@ def _check_not_shared(module: torch.nn.Module | None, models: Mapping[str, torch
         return
     own = {id(p) for p in module.parameters()}
     for port, model in models.items():
-        if model is not module and own & {id(p) for p in model.parameters()}:
+        if model is module or own & {id(p) for p in model.parameters()}:
             raise ContractError(
                 f"{who}: its module shares parameters with the module on port {port!r}; build a copy (a teacher "
                 f"that shares its student's weights would be frozen with it)"

@@ -112,7 +112,7 @@ def backbone_examples(name: str, **params) -> list[tuple[DeviceNode, DeviceExamp
     """Any ``BackboneNode`` (or backbone-like node) with a ``tiny`` preset: the module on its feature width."""
     backbone = node(name, preset="tiny", **params)
     width = int(getattr(backbone.params, "in_channels", 9))
-    points = views(n_local=0).global_views
+    points = views(scenes=1, n_global=1, n_local=0).global_views
     points = points.replace(feat=torch.cat([points.feat, torch.zeros(len(points), max(0, width - 9))], 1)[:, :width])
     torch.manual_seed(0)
     return [(backbone, DeviceExample({}, probe=backbone_probe(points)))]
@@ -132,7 +132,7 @@ def _sparse_unet() -> list:
 
 @device_example("Encode")
 def _encode() -> list:
-    batch = views()
+    batch = views(scenes=1)
     mask = torch.rand(len(batch.global_views), generator=torch.Generator().manual_seed(1)) < 0.4
     masked = batch.replace(global_views=batch.global_views.replace(mask=mask))
     student = (node("Encode", masked=True), DeviceExample({"model": tiny_backbone(), "views": masked}, label="masked"))
@@ -142,7 +142,7 @@ def _encode() -> list:
 
 @device_example("EMATeacher")
 def _ema() -> list:
-    points = views(n_local=0).global_views
+    points = views(scenes=1, n_global=1, n_local=0).global_views
     return [(node("EMATeacher"), DeviceExample({"model": tiny_backbone()}, probe=backbone_probe(points)))]
 
 

@@ -6,7 +6,7 @@ store (evaluators: ``eval_contract``). Each check raises ``ContractError`` namin
                                     exactly the fields ``provides()`` names, or ``Frames``), meta scene / split /
                                     room from the ref, the same twice; a missing ``root`` is an error naming it
 ``check_run_node(node, inputs)``    ``run`` returns the declared ports with values of their types (``Parts`` of
-                                    them when the node expands), the same for the same seed, inputs unchanged
+                                    them when the node expands), the same for the same seed
 ``check_store(node_type, path)``    the read side knows nothing before a store is written, then the fields and
                                     scenes the store holds; its path is written when connected, read otherwise
 """
@@ -14,6 +14,9 @@ store (evaluators: ``eval_contract``). Each check raises ``ContractError`` namin
 from __future__ import annotations
 
 import builtins
+import contextlib
+import copy
+import io
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -76,7 +79,9 @@ def _same(x: Any, y: Any) -> bool:
 # -------------------------------------------------------------------------------------------------- sources
 
 
-def _no_reading(who: str) -> Any:
+@contextlib.contextmanager
+def _no_reading(who: str) -> Iterator[None]:
+    """Within: opening a file for reading (``open``, ``io.open``, ``Path.read_*``, ``numpy.load``) is an error."""
     real = builtins.open
 
     def refuse(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
@@ -84,7 +89,8 @@ def _no_reading(who: str) -> Any:
             return real(file, mode, *args, **kwargs)
         raise ContractError(f"{who}: scenes() opened {file} for reading; list scenes without reading data")
 
-    return mock.patch.object(builtins, "open", refuse)
+    with mock.patch.object(builtins, "open", refuse), mock.patch.object(io, "open", refuse):
+        yield
 
 
 def check_source(node: SceneSource, missing_root: Path | None = None) -> list[SceneRef]:
@@ -137,18 +143,15 @@ def _check_missing_root(node: SceneSource, missing: Path, who: str) -> None:
 
 
 def check_run_node(node: Node, inputs: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
-    """The ``Node.run`` contract on ``inputs``; returns the outputs."""
+    """The ``Node.run`` contract on ``inputs`` (each run gets its own copy: a stage program hands a node values it
+    may change); returns the outputs."""
     who = node.type_name()
-    before = {p: v.copy() if isinstance(v, np.ndarray) else v for p, v in arrays(dict(inputs))}
-    out = _run(node, inputs, seed, who)
-    changed = [p for p, v in arrays(dict(inputs)) if p not in before or not _same(before[p], v)]
-    if changed:
-        raise ContractError(f"{who}: run() changed its inputs: {changed[:5]}")
+    out = _run(node, copy.deepcopy(dict(inputs)), seed, who)
     if set(out) != set(node.outputs):
         raise ContractError(f"{who}: run() must return the ports {sorted(node.outputs)}, returned {sorted(out)}")
     for port, value in out.items():
         _check_value(node, port, value, who)
-    again = _run(node, inputs, seed, who)
+    again = _run(node, copy.deepcopy(dict(inputs)), seed, who)
     if differences(out, again):
         raise ContractError(f"{who}: two runs with one seed differ ({differences(out, again)[:5]}); use the rng given")
     return out

@@ -162,7 +162,8 @@ def _semantic_eval(data: Path, tmp: Path) -> tuple[Node, EvalExample]:
     evaluator = node("SemanticSegmentationEval", grid_size=2e-4, pictures=1)  # ~ one point per voxel
     classes = len(evaluator.params.classes)  # type: ignore[attr-defined]
     scenes, broken = _eval_scenes()
-    return evaluator, EvalExample(scenes, _semantic(classes, True), _semantic(classes, False), "miou", 1.0, broken)
+    oracle, poor = _semantic(classes, True), _semantic(classes, False)
+    return evaluator, EvalExample(scenes, oracle, poor, "miou", 1.0, broken, {"pictures": 0})
 
 
 @maker(EVALUATORS, "InstanceSegmentationEval")
@@ -170,7 +171,8 @@ def _instance_eval(data: Path, tmp: Path) -> tuple[Node, EvalExample]:
     evaluator = node("InstanceSegmentationEval", grid_size=2e-4, min_points=1, pictures=1)
     stuff = list(evaluator.params.stuff_classes)  # type: ignore[attr-defined]
     scenes, broken = _eval_scenes()
-    return evaluator, EvalExample(scenes, _instance(stuff, True), _instance(stuff, False), "ap", 1.0, broken)
+    oracle, poor = _instance(stuff, True), _instance(stuff, False)
+    return evaluator, EvalExample(scenes, oracle, poor, "ap", 1.0, broken, {"pictures": 0})
 
 
 # -------------------------------------------------------------------------------------------------- the store
