@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from pcdag.graphs.backbone import BackboneNode
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
 from pcdag.graphs.evaluation import EvalContext, EvalResult, Evaluator
 from pcdag.graphs.memory import NodeMemory
@@ -271,3 +272,42 @@ def test_evaluator_contract_catches_breaches(tmp_path: Path) -> None:
     (tmp_path / "lenient").mkdir()
     with pytest.raises(ContractError, match="score = 0.0 for exact predictions"):
         check_evaluator(Counting(), lenient, tmp_path / "lenient")
+
+
+# ----------------------------------------------------------------------------------------------- any backbone
+
+
+class MLPBackbone(BackboneNode):
+    """A minimal ``BackboneNode``: what the maker of any backbone (``SparseUNet`` too) relies on."""
+
+    @attrs.frozen
+    class Params:
+        preset: str = "tiny"
+        in_channels: int = 6
+        weights: str | None = None
+        frozen: bool = False
+
+    def build_module(self) -> torch.nn.Module:
+        return ToyMLPOn(self.params.in_channels)
+
+
+class ToyMLPOn(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net, self.out_channels = torch.nn.Linear(width, 5), 5
+
+    def forward(self, points: Any) -> Any:
+        from pcdag.graphs.batch import Encoded
+
+        return Encoded(self.net(points.feat), points.coord, points.origin_coord, points.offset)
+
+
+def test_any_backbone_node_gets_examples_trained_and_frozen() -> None:
+    from pcdag.graphs import registry
+    from pcdag.testing.examples import backbone_examples
+
+    with registry.registered(MLPBackbone):
+        examples = backbone_examples("MLPBackbone")
+        assert [ex.label for _, ex in examples] == ["", "frozen"]
+        for node, example in examples:
+            check_device_node(node, example)

@@ -109,13 +109,19 @@ def backbone_probe(points: PointBatch) -> Callable:
 
 
 def backbone_examples(name: str, **params) -> list[tuple[DeviceNode, DeviceExample]]:
-    """Any ``BackboneNode`` (or backbone-like node) with a ``tiny`` preset: the module on its feature width."""
-    backbone = node(name, preset="tiny", **params)
-    width = int(getattr(backbone.params, "in_channels", 9))
-    points = views(scenes=1, n_global=1, n_local=0).global_views
-    points = points.replace(feat=torch.cat([points.feat, torch.zeros(len(points), max(0, width - 9))], 1)[:, :width])
-    torch.manual_seed(0)
-    return [(backbone, DeviceExample({}, probe=backbone_probe(points)))]
+    """Any ``BackboneNode`` (or backbone-like node) with a ``tiny`` preset: the module on its feature width, as
+    trained and, when it has a ``frozen`` parameter, frozen (linear probing: no gradient may reach it)."""
+    out = []
+    for frozen in (False, True):
+        backbone = node(name, preset="tiny", **params, **({"frozen": True} if frozen else {}))
+        width = int(getattr(backbone.params, "in_channels", 9))
+        points = views(scenes=1, n_global=1, n_local=0).global_views
+        pad = torch.zeros(len(points), max(0, width - 9))
+        points = points.replace(feat=torch.cat([points.feat, pad], 1)[:, :width])
+        out.append((backbone, DeviceExample({}, probe=backbone_probe(points), label="frozen" if frozen else "")))
+        if not hasattr(backbone.params, "frozen"):
+            break
+    return out
 
 
 @device_example("PointTransformerV3")
