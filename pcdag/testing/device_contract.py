@@ -37,6 +37,10 @@ from pcdag.graphs.memory import FeatureRows, NodeMemory, ViewPoints
 from pcdag.graphs.ports import FEATURES, LOSS, MODEL, MULTI_VIEW_BATCH
 from pcdag.testing.contract import ContractError
 
+UNSEEDED = (
+    "two eval-mode forwards seeded alike differ; draw randomness only from ctx.generator (or the global torch RNG, "
+    "which the trainer seeds every step)"
+)
 RUNTIME_TYPES = {MODEL: torch.nn.Module, FEATURES: Encoded, MULTI_VIEW_BATCH: MultiViewBatch, LOSS: LossValue}
 
 
@@ -70,11 +74,10 @@ def check_device_node(node: DeviceNode, example: DeviceExample) -> None:
     module = _build(node, models, who)
     _check_not_shared(module, models, who)
     before = {path: t.detach().clone() for path, t in _tensors(example.inputs)}
-    first = _run(node, module, example, train=False, who=who)
+    first = _run(node, module, example, who)
     _check_untouched(before, example.inputs, who)
-    second = _run(node, module, example, train=False, who=who)
-    _check_same(first, second, who, "two eval-mode forwards seeded alike differ; draw randomness only from "
-                "ctx.generator (or the global torch RNG, which the trainer seeds every step)")  # fmt: skip
+    second = _run(node, module, example, who)
+    _check_same(first, second, who, UNSEEDED)
     _check_gradients(node, module, models, example, who)
     _check_state_dict(node, module, models, example, who)
     _check_memory(node, module, example, who)
@@ -140,9 +143,9 @@ def _forward(node: DeviceNode, module: torch.nn.Module | None, example: DeviceEx
     return out
 
 
-def _run(node: DeviceNode, module: torch.nn.Module | None, example: DeviceExample, train: bool, who: str) -> dict:
+def _run(node: DeviceNode, module: torch.nn.Module | None, example: DeviceExample, who: str) -> dict:
     """Outputs and probe of one eval-mode forward under ``torch.no_grad``, seeded as the trainer seeds a step."""
-    _modes(node, module, example, train)
+    _modes(node, module, example, train=False)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(example.seed)
         out = _forward(node, module, example, _context(example), who)
@@ -278,7 +281,7 @@ def _check_state_dict(
         for t in [*module.parameters(), *module.buffers()]:
             if t.is_floating_point():
                 t.add_(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 1e-2)
-    reference = _run(node, module, ex, train=False, who=who)
+    reference = _run(node, module, ex, who)
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     buffer.seek(0)
@@ -291,7 +294,7 @@ def _check_state_dict(
         fresh.load_state_dict(state)  # type: ignore[union-attr]
     except Exception as exc:
         raise ContractError(f"{who}: its state_dict does not load into a fresh build: {exc}") from exc
-    again = _run(node, fresh, ex, train=False, who=who)
+    again = _run(node, fresh, ex, who)
     _check_same(reference, again, who, "a fresh build loaded with the module's state_dict gives other outputs")
 
 
