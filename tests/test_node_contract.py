@@ -1,4 +1,7 @@
-"""One contract test for every registered CloudTransform, plus proof that the contract checks catch breaches."""
+"""Every registered node type is under a contract: the CloudTransforms (with proof below that those checks catch
+breaches), the device nodes, sources, evaluators, ``Node.run`` nodes and the store (``pcdag.testing``; proof that
+those checks catch breaches: ``tests/test_contract_breaches.py``). ``test_every_node_type_is_under_a_contract``
+says how many of each."""
 
 from __future__ import annotations
 
@@ -12,12 +15,96 @@ from hypothesis import strategies as st
 
 from pcdag.graphs import registry
 from pcdag.graphs.cloud import CloudError, PointCloud
-from pcdag.graphs.node import CloudTransform, FieldEffect, effect
+from pcdag.graphs.device import DeviceNode
+from pcdag.graphs.evaluation import Evaluator
+from pcdag.graphs.node import CloudTransform, FieldEffect, Node, SceneSource, effect
 from pcdag.graphs.params import in_range, param
 from pcdag.testing import ContractError, check_reads_declared, check_transform_contract, point_clouds, seeds
+from pcdag.testing import shape_examples as shapes
+from pcdag.testing.device_contract import check_device_node
+from pcdag.testing.eval_contract import check_evaluator
+from pcdag.testing.examples import DEVICE_EXAMPLES, device_examples
+from pcdag.testing.shape_contract import check_run_node, check_source, check_store
 from pcdag.testing.strategies import FIELD_MAKERS
 
-TRANSFORMS = [n for n in registry.names() if issubclass(registry.get(n), CloudTransform)]
+
+def _of(kind: type) -> list[str]:
+    return [n for n in registry.names() if issubclass(registry.get(n), kind)]
+
+
+TRANSFORMS = _of(CloudTransform)
+DEVICE = _of(DeviceNode)
+SOURCES = _of(SceneSource)
+EVALUATORS = _of(Evaluator)
+OTHERS = sorted(set(registry.names()) - set(TRANSFORMS) - set(DEVICE) - set(SOURCES) - set(EVALUATORS))
+MAKERS = "pcdag/testing/shape_examples.py"
+
+
+def contract_of(name: str) -> str | None:
+    """The contract node type ``name`` is under, None when none (a shape without checks, or no example maker)."""
+    if name in TRANSFORMS:
+        return "transform"
+    tables = {"device": (DEVICE, DEVICE_EXAMPLES), "source": (SOURCES, shapes.SOURCES)}
+    tables |= {"evaluator": (EVALUATORS, shapes.EVALUATORS), "run": (OTHERS, shapes.RUN_NODES)}
+    tables |= {"store": (OTHERS, shapes.STORES)}
+    return next((kind for kind, (names, makers) in tables.items() if name in names and name in makers), None)
+
+
+def test_every_node_type_is_under_a_contract() -> None:
+    names = registry.names()
+    kinds = Counter(contract_of(n) for n in names)
+    summary = ", ".join(f"{kinds[k]} {k}" for k in ("transform", "device", "source", "evaluator", "run", "store"))
+    none = sorted(n for n in names if contract_of(n) is None)
+    print(f"{len(names)} node types: {summary}; " + ("all covered" if not none else f"NOT covered: {none}"))
+    assert not none, (
+        f"node types under no contract: {none}; add an example maker (device nodes: pcdag/testing/examples.py, "
+        f"sources, evaluators, run nodes and stores: {MAKERS})"
+    )
+
+
+def _maker(table: dict, name: str, kind: str):
+    if name not in table:
+        pytest.fail(f"{kind} {name} has no example maker; add one in {MAKERS}")
+    return table[name]
+
+
+@pytest.mark.parametrize("name", DEVICE)
+def test_device_contract(name: str) -> None:
+    for node, example in device_examples(name):  # ContractError "add one in pcdag/testing/examples.py"
+        check_device_node(node, example)
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_source_contract(name: str, shared_data, tmp_path) -> None:
+    node = _maker(shapes.SOURCES, name, "source")(shared_data, tmp_path)
+    assert check_source(node, missing_root=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", [n for n in OTHERS if n not in shapes.STORES])
+def test_run_node_contract(name: str, shared_data, tmp_path) -> None:
+    node, inputs = _maker(shapes.RUN_NODES, name, "run node")(shared_data, tmp_path)
+    check_run_node(node, inputs)
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_evaluator_contract(name: str, shared_data, tmp_path) -> None:
+    node, example = _maker(shapes.EVALUATORS, name, "evaluator")(shared_data, tmp_path)
+    (tmp_path / "eval").mkdir()
+    check_evaluator(node, example, tmp_path / "eval")
+
+
+@pytest.mark.parametrize("name", [n for n in OTHERS if n in shapes.STORES])
+def test_store_contract(name: str, shared_data, tmp_path) -> None:
+    check_store(registry.get(name), tmp_path / "store", shapes.STORES[name](shared_data, tmp_path))
+
+
+def test_a_node_type_without_a_maker_is_named() -> None:
+    class Unknown(Node):
+        pass
+
+    with pytest.raises(ContractError, match="add one in pcdag/testing/examples.py"):
+        device_examples("NoSuchDeviceNode")
+    assert contract_of(Unknown.type_name()) is None
 
 
 def clouds_for(node: CloudTransform, always_all: bool = False) -> st.SearchStrategy[PointCloud]:

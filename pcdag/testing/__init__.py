@@ -1,5 +1,8 @@
-"""Testing helpers for node authors: hypothesis strategies for clouds and the ``CloudTransform`` contract checks.
+"""Testing helpers for node authors: hypothesis strategies for clouds and the node contracts.
 
+Imported here (numpy only): the ``CloudTransform`` checks. The other contracts import torch, so import them from
+their modules: ``device_contract`` (device nodes; example inputs in ``examples``), ``shape_contract`` (sources,
+``Node.run`` nodes, the store), ``eval_contract`` (evaluators; examples of these three in ``shape_examples``).
 Needs the test extras (``pip install pcdag[test]``) for hypothesis.
 """
 

@@ -1,6 +1,6 @@
 """What every reconstruction backend returns, and how ``Reconstruct`` finds a backend.
 
-A backend is a module ``pcdag.nodes.reconstruction.<backend>`` with a function
+A backend is a module ``pcdag.nodes.reconstruction.parts.<backend>`` with a function
 
     reconstruct(frames: Frames, params: Reconstruct.Params, rng: np.random.Generator) -> Reconstruction
 
