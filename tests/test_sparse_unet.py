@@ -58,7 +58,6 @@ def test_backends_agree_in_eval_mode():
     assert a.feat.std() > 0
 
 
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="spconv's backward needs CUDA")
 def test_cuda_backends_agree_forward_and_backward_spconv():
     """On the GPU both backends train: same features and same gradients of every parameter (float32)."""
@@ -75,6 +74,7 @@ def test_cuda_backends_agree_forward_and_backward_spconv():
     (b.feat * weights).sum().backward()
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-3, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
+
 
 def test_a_batch_too_small_to_down_sample_is_refused_naming_the_level():
     module = SparseUNet(preset="tiny", backend="torch").build({})
