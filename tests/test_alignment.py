@@ -431,7 +431,7 @@ def test_normalize_density_thins_at_most_30_percent_per_step_to_the_reference(n,
     if facts["steps"] < NormalizeDensity().params.max_steps:
         assert len(out) == wanted  # thinned exactly to the reference density of its own hull (or min_points)
     else:
-        assert len(out) > wanted  # out of steps before reaching it
+        assert len(out) >= wanted  # out of steps: not below it (reaching it exactly on the last step is fine)
     assert len(out) >= n * 0.7 ** facts["steps"] - 1  # no step cut more than 30 %
     assert facts["steps"] >= math.log(len(out) / n) / math.log(0.7) - 1e-9
     assert facts["density_after"] is None or facts["density_after"] >= ref * (1 - 1e-9)
