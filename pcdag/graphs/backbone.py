@@ -55,6 +55,34 @@ class WeightsError(ValueError):
     """Weights that do not fit a backbone: the message names the file, the node and every difference."""
 
 
+def weight_problems(
+    expected: Mapping[str, Any], given: Mapping[str, Any], name: Any = str, shown: int = 8
+) -> list[str]:
+    """What keeps the tensors ``given`` (a file's, by our names) from loading into a module whose state dict is
+    ``expected``: missing, unexpected and mis-shaped names, each list cut at ``shown`` names. ``name`` turns one of
+    our names into the one the file uses, for the message. Empty: they fit."""
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(names[:shown]) + (f" ... ({len(names)} in all)" if len(names) > shown else "")
+
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [
+        f"{name(k)} {list(given[k].shape)} vs {list(expected[k].shape)}"
+        for k in sorted(set(expected) & set(given))
+        if tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    out = []
+    if missing:
+        hint = " (build with mask_token off if the file has none)" if any("mask_token" in k for k in missing) else ""
+        out.append(f"missing {listing([name(k) for k in missing])}{hint}")
+    if unexpected:
+        out.append(f"unexpected {listing([name(k) for k in unexpected])}")
+    if shapes:
+        out.append(f"shape mismatch (file vs model) {listing(shapes)}")
+    return out
+
+
 class BackboneNode(DeviceNode):
     """Base class of backbone nodes. Subclasses set ``Params`` (with ``weights`` and ``frozen``), ``foreign`` and
     implement ``build_module``, ``architecture``, ``import_weights``, ``export_weights`` and

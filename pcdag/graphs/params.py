@@ -177,6 +177,20 @@ def pair(lo: float | None = None, hi: float | None = None):
     return check
 
 
+def whole_numbers(n: int, lo: int, each: str):
+    """A list of ``n`` whole numbers >= ``lo``; ``each`` says what one entry is for (e.g. "one per stage")."""
+    whole = integer(lo, None)
+
+    def check(inst: Any, a: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise ParamError(f"{a.name} = {value!r} must be a list of {n} whole numbers ({each})")
+        for v in value:
+            whole(inst, a, v)
+
+    check.allowed = f"list of {n} whole numbers >= {lo} ({each})"  # type: ignore[attr-defined]
+    return check
+
+
 def describe(field: attrs.Attribute) -> str:
     """One line for help text: ``name = default unit  (allowed)  doc``."""
     default = field.default

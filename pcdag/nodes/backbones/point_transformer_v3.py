@@ -19,23 +19,19 @@ if TYPE_CHECKING:
 
 from pcdag.graphs.backbone import BackboneNode, WeightsError
 from pcdag.graphs.node import FieldEffect, effect
-from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, or_none, param, subset_of
+from pcdag.graphs.params import (
+    ParamError,
+    in_range,
+    integer,
+    of_type,
+    one_of,
+    or_none,
+    param,
+    subset_of,
+    whole_numbers,
+)
 from pcdag.graphs.registry import register
 from pcdag.nodes.backbones.ptv3.config import ORDERS, PRESETS, PTv3Config
-
-
-def _per_stage(lo: int, n: int = 5) -> Any:
-    """Validator: a list of ``n`` whole numbers >= ``lo`` (one per encoder stage)."""
-    whole = integer(lo, None)
-
-    def check(inst: Any, a: attrs.Attribute, value: Any) -> None:
-        if not isinstance(value, (list, tuple)) or len(value) != n:
-            raise ParamError(f"{a.name} = {value!r} must be a list of {n} whole numbers (one per stage)")
-        for v in value:
-            whole(inst, a, v)
-
-    check.allowed = f"list of {n} whole numbers >= {lo}"  # type: ignore[attr-defined]
-    return check
 
 
 @register
@@ -60,9 +56,15 @@ class PointTransformerV3(BackboneNode):
         drop_path: float | None = param(
             None, or_none(in_range(0.0, 1.0, hi_open=True), "preset"), doc="last block's rate"
         )
-        enc_depths: list | None = param(None, or_none(_per_stage(1), "preset"), doc="blocks per stage")
-        enc_channels: list | None = param(None, or_none(_per_stage(1), "preset"), doc="channels per stage")
-        enc_heads: list | None = param(None, or_none(_per_stage(1), "preset"), doc="attention heads per stage")
+        enc_depths: list | None = param(
+            None, or_none(whole_numbers(5, 1, "one per stage"), "preset"), doc="blocks per stage"
+        )
+        enc_channels: list | None = param(
+            None, or_none(whole_numbers(5, 1, "one per stage"), "preset"), doc="channels per stage"
+        )
+        enc_heads: list | None = param(
+            None, or_none(whole_numbers(5, 1, "one per stage"), "preset"), doc="attention heads per stage"
+        )
         orders: list = param(list(ORDERS), subset_of(*ORDERS), doc="serialisation orders; block i uses i mod len")
         shuffle_orders: bool = param(True, one_of(True, False), doc="re-draw the order of orders per serialisation")
         mask_token: bool = param(True, one_of(True, False), doc="learnable token for masked points")

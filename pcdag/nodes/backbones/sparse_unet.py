@@ -18,23 +18,9 @@ if TYPE_CHECKING:
 
 from pcdag.graphs.backbone import BackboneNode
 from pcdag.graphs.node import FieldEffect, effect
-from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, or_none, param
+from pcdag.graphs.params import ParamError, in_range, integer, of_type, one_of, or_none, param, whole_numbers
 from pcdag.graphs.registry import register
 from pcdag.nodes.backbones.spunet.config import BACKENDS, N_LEVELS, PRESETS, SparseUNetConfig
-
-
-def _per_level() -> Any:
-    """Validator: a list of 8 whole numbers >= 1 (4 encoder levels, then 4 decoder levels, deepest first)."""
-    whole = integer(1, None)
-
-    def check(inst: Any, a: attrs.Attribute, value: Any) -> None:
-        if not isinstance(value, (list, tuple)) or len(value) != 2 * N_LEVELS:
-            raise ParamError(f"{a.name} = {value!r} must be a list of {2 * N_LEVELS} whole numbers (4 down, 4 up)")
-        for v in value:
-            whole(inst, a, v)
-
-    check.allowed = f"list of {2 * N_LEVELS} whole numbers >= 1"  # type: ignore[attr-defined]
-    return check
 
 
 @register
@@ -52,8 +38,14 @@ class SparseUNet(BackboneNode):
     @attrs.frozen
     class Params:
         preset: str = param("34c", one_of(*PRESETS), doc="tiny (CPU tests) | 14a | 18a | 34c (MinkUNet variants)")
-        channels: list | None = param(None, or_none(_per_level(), "preset"), doc="width per level (4 down, 4 up)")
-        layers: list | None = param(None, or_none(_per_level(), "preset"), doc="residual blocks per level")
+        channels: list | None = param(
+            None,
+            or_none(whole_numbers(2 * N_LEVELS, 1, "4 down, 4 up"), "preset"),
+            doc="width per level (4 down, 4 up)",
+        )
+        layers: list | None = param(
+            None, or_none(whole_numbers(2 * N_LEVELS, 1, "4 down, 4 up"), "preset"), doc="residual blocks per level"
+        )
         base_channels: int | None = param(None, or_none(integer(1, 4096), "preset"), doc="the stem's width")
         in_channels: int = param(9, integer(1, 1024), doc="input feature width (xyz, colour, normal)")
         grid_size: float = param(0.02, in_range(1e-4, 10.0), unit="m", doc="voxel edge when the batch has none")

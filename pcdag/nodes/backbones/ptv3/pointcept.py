@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pcdag.atomic import atomic_write_bytes
-from pcdag.graphs.backbone import WeightsError
+from pcdag.graphs.backbone import WeightsError, weight_problems
 from pcdag.nodes.backbones.ptv3.config import PRESETS
 from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
@@ -158,7 +158,7 @@ def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: 
     fresh_decoder = module.config.mode == "encoder-decoder" and not any(k.startswith("decoder.") for k in ours)
     if fresh_decoder:
         expected = {k: v for k, v in expected.items() if not k.startswith("decoder.")}
-    problems = _compare(expected, ours)
+    problems = weight_problems(expected, ours, _to_theirs)
     if unknown:
         problems.append(f"no pcdag equivalent for {_listing(unknown)}")
     if problems:
@@ -170,25 +170,6 @@ def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: 
 
 def _listing(names: list[str]) -> str:
     return ", ".join(names[:8]) + (f" ... ({len(names)} in all)" if len(names) > 8 else "")
-
-
-def _compare(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> list[str]:
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    shapes = [
-        f"{k} {list(given[k].shape)} vs {list(expected[k].shape)}"
-        for k in sorted(set(expected) & set(given))
-        if given[k].shape != expected[k].shape
-    ]
-    out = []
-    if missing:
-        hint = " (build with mask_token off if the checkpoint has none)" if "mask_token" in missing else ""
-        out.append(f"missing {_listing([_to_theirs(k) for k in missing])}{hint}")
-    if unexpected:
-        out.append(f"unexpected {_listing([_to_theirs(k) for k in unexpected])}")
-    if shapes:
-        out.append(f"shape mismatch (checkpoint vs model) {_listing([_to_theirs(s) for s in shapes])}")
-    return out
 
 
 def _to_theirs(text: str) -> str:

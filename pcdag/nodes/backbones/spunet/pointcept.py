@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from pcdag.atomic import atomic_write_bytes
-from pcdag.graphs.backbone import WeightsError
+from pcdag.graphs.backbone import WeightsError, weight_problems
 from pcdag.nodes.backbones.spunet.config import PRESETS
 
 TYPE = "SpUNet-v1m1"
@@ -100,21 +100,7 @@ def import_backbone(module: torch.nn.Module, path: Path, node: str, architecture
             raise WeightsError(f"{where}: the architecture differs: " + "; ".join(diffs))
     state = _strip(state, where)
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        hint = " (build with mask_token off, the file has none)" if "mask_token" in missing else ""
-        problems.append(f"missing {', '.join(missing)}{hint}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch (file vs node) {', '.join(shapes)}")
+    problems = weight_problems(expected, state)
     if problems:
         raise WeightsError(f"{where}: the weights do not fit: " + "; ".join(problems))
     module.load_state_dict(state)
