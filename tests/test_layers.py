@@ -5,8 +5,8 @@
     floor 2  pcdag.runtime, pcdag.testing                 running plans; the node authors' test kit
     floor 3  pcdag.cli, pcdag.stats, pcdag.doctor          commands
 
-A module imports only from its own floor or below, and some neighbours on one floor stay apart: the compiler and
-the runtime never import a node (they meet nodes through the registry, by type name, and through the node API of
+A module imports only from its own floor or below, and some parts stay apart though the floors would allow it: the
+compiler and the runtime never import a node (they meet nodes through the registry, by type name, and through the node API of
 ``pcdag.graphs``), readers in ``datasets`` know no node, and nodes know no compiler. Every import statement counts,
 also those inside functions and under ``TYPE_CHECKING``. A second test reads the runtime and the compiler for the
 names of node types and of the methods pcdag ships: they must work for any graph, so they name none.
@@ -36,7 +36,7 @@ FLOORS = {
     "stats": 3,
     "doctor": 3,
 }
-APART = {  # (importer, imported) on one floor that must not meet
+APART = {  # (importer, imported) that must not meet, though the floors would allow it
     ("compiler", "nodes"),
     ("compiler", "datasets"),
     ("datasets", "nodes"),
