@@ -8,8 +8,9 @@
 A module imports only from its own floor or below, and some parts stay apart though the floors would allow it: the
 compiler and the runtime never import a node (they meet nodes through the registry, by type name, and through the
 node API of ``pcdag.graphs``), readers in ``datasets`` know no node, and nodes know no compiler. Every import
-statement counts, also those inside functions and under ``TYPE_CHECKING``. A second test reads the runtime and the compiler for the
-names of node types and of the methods pcdag ships: they must work for any graph, so they name none.
+statement counts, also those inside functions and under ``TYPE_CHECKING``. A second test reads the runtime and the
+compiler for the names of node types and of the methods pcdag ships: they must work for any graph, so they name
+none.
 """
 
 from __future__ import annotations
