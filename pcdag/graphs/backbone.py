@@ -55,6 +55,22 @@ class WeightsError(ValueError):
     """Weights that do not fit a backbone: the message names the file, the node and every difference."""
 
 
+def read_weights_file(path: Path, where: str) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
+    """``(state dict, config or None)`` of a weights file: ``{"config", "state_dict"}``, ``{"state_dict", ...}``
+    or a bare state dict of tensors, read with ``torch.load(weights_only=True)``; ``FileNotFoundError`` when
+    there is no file, ``WeightsError`` when it is none of these (both naming ``where``)."""
+    import torch
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{where}: no such file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{where}: not a state dict (nor a dict with 'state_dict') of tensors")
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    return state, config if isinstance(config, Mapping) else None
+
+
 def weight_problems(
     expected: Mapping[str, Any], given: Mapping[str, Any], name: Any = str, shown: int = 8
 ) -> list[str]:

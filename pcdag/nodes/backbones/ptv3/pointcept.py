@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pcdag.atomic import atomic_write_bytes
-from pcdag.graphs.backbone import WeightsError, weight_problems
+from pcdag.graphs.backbone import WeightsError, read_weights_file, weight_problems
 from pcdag.nodes.backbones.ptv3.config import PRESETS
 from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
@@ -142,12 +142,7 @@ def import_backbone(module: PointTransformerV3Module, path: str | Path, prefix: 
     ``module`` is present with its shape and nothing else is left over. One exception: an encoder-decoder module
     (fine-tuning) takes an encoder-only checkpoint (pre-training) and keeps its freshly initialised decoder."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict (nor a dict with 'state_dict') of tensors")
+    state, _ = read_weights_file(path, str(path))
     try:
         theirs = _strip(state, prefix)
     except ValueError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from pcdag.atomic import atomic_write_bytes
-from pcdag.graphs.backbone import WeightsError, weight_problems
+from pcdag.graphs.backbone import WeightsError, read_weights_file, weight_problems
 from pcdag.nodes.backbones.spunet.config import PRESETS
 
 TYPE = "SpUNet-v1m1"
@@ -83,14 +83,8 @@ def import_backbone(module: torch.nn.Module, path: Path, node: str, architecture
     """Load ``path`` into ``module``; ``WeightsError`` naming every differing architecture field (files with a
     config) and every missing, unexpected or mis-shaped tensor by its Pointcept name."""
     where = f"{path} for {node}"
-    if not path.is_file():
-        raise WeightsError(f"{where}: no such file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{where}: not a state dict (nor a dict with 'state_dict') of tensors")
-    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
-    if isinstance(config, Mapping):
+    state, config = read_weights_file(path, where)
+    if config is not None:
         theirs = params_from_pointcept(config)
         if theirs is None:
             raise WeightsError(f"{where}: the file holds a {config.get('type')!r} backbone, not {TYPE}")
