@@ -116,6 +116,9 @@ class AlignZUp(AlignmentTransform):
         floor_support: float = param(
             0.25, in_range(0.0, 1.0), doc="floor candidates: inliers at least this fraction of the largest candidate's"
         )
+        refit_band: float = param(
+            1.0, in_range(0.0, None), doc="with a prior: refit the floor within this many voxel edges of it (0 = off)"
+        )
 
     def fields(self) -> FieldEffect:
         return effect(reads=["coord"], optional_reads=["normal"], writes=["coord"])
@@ -138,7 +141,7 @@ class AlignZUp(AlignmentTransform):
                 normal = -normal
             facts |= {"votes": votes, "flipped": bool(votes >= p.flip_votes), "gravity": "planes"}
         else:
-            floor, normal, found = floor_from_prior(means, threshold, p, rng, prior, where)
+            floor, normal, found = floor_from_prior(means, threshold, p, rng, prior, where, voxel)
             facts |= found | {"plane_found": True, "fallback": None, "votes": None, "gravity": "camera prior + plane"}
             facts |= {"camera_up": _rounded(prior), "camera_up_agreement": cloud.meta.get(CAMERA_UP_AGREEMENT)}
         rot = rotation_onto_z(normal)  # [3, 3]

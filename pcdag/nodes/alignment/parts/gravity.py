@@ -8,9 +8,10 @@ tell floors and table tops (normals near the prior) from walls (normals near 90Â
 ``Reconstruct`` writes the prior as ``meta["camera_up"]`` (a unit 3-vector in the cloud's frame) and
 ``meta["camera_up_agreement"]`` (the length of the mean of the cameras' unit up vectors: 1 when all cameras share
 one up direction). With a prior, RANSAC keeps only hypotheses within ``prior_tolerance`` of it, and the floor is the
-lowest (along the prior) of the planes found whose support is at least ``floor_support`` times the best-supported
-one's; its SVD normal, pointed along the prior, gives the up direction. With no such plane the evidence disagrees
-and the scene is refused (``GravityDisagreement``, a ``ValueError``: the offline runner quarantines the scene).
+lowest (along their mean normal) of the planes found whose support is at least ``floor_support`` times the best-
+supported one's; it is refit on the prior-facing voxel means within ``refit_band`` voxel edges of it, and its SVD
+normal, pointed along the prior, gives the up direction. With no such plane the evidence disagrees and the scene is
+refused (``GravityDisagreement``, a ``ValueError``: the offline runner quarantines the scene).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pcdag.nodes.alignment.parts.planes import Plane, plane_from_inliers, ransac
 from pcdag.ops.camera_up import CAMERA_UP
 from pcdag.ops.normals import estimate_normals
 
+REFITS = 3  # band refits of the floor: the second and third move the normal by hundredths of a degree
 LOCAL_NEIGHBOURS = 16  # voxel means per local normal: a 4x4 patch of a plane at the voxel size
 
 
@@ -69,11 +71,18 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def floor_from_prior(
-    means: np.ndarray, threshold: float, p: Any, rng: np.random.Generator, prior: np.ndarray, where: str
+    means: np.ndarray,
+    threshold: float,
+    p: Any,
+    rng: np.random.Generator,
+    prior: np.ndarray,
+    where: str,
+    band_unit: float,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(floor points [I, 3], the floor's normal pointed along ``prior`` [3], report facts) of the lowest large plane
     within ``p.prior_tolerance`` of ``prior``, found among the voxel means whose local normal (PCA over
-    ``LOCAL_NEIGHBOURS``) is that close to the prior too; ``GravityDisagreement`` when there is none."""
+    ``LOCAL_NEIGHBOURS``) is that close to the prior too, then refit on those within ``p.refit_band`` x ``band_unit``
+    (the voxel edge) of it; ``GravityDisagreement`` when there is none."""
     min_cos = math.cos(math.radians(p.prior_tolerance))
     local = estimate_normals(means, min(LOCAL_NEIGHBOURS, len(means))) if len(means) >= 3 else np.zeros_like(means)
     flat = means[np.abs(local.astype(np.float64) @ prior) >= min_cos]  # [K, 3] on surfaces facing the prior
@@ -87,8 +96,12 @@ def floor_from_prior(
             f"{[round(float(v), 4) for v in prior]}; the dominant planes are at {angles or 'none found'} from it"
         )
     normals = [q.normal if q.normal @ prior >= 0 else -q.normal for q in planes]  # each pointed along the prior
-    heights = [float(q.centre @ prior) for q in planes]  # [P] along the prior, for "lowest"
     support = np.array([int(q.inliers.sum()) for q in planes])  # [P]
+    # "lowest" along the candidates' support-weighted mean normal, not along the prior: a prior tilted by 13Â° ranks
+    # two horizontal planes 4 m apart by 0.9 m of horizontal offset
+    axis = (support[:, None] * np.array(normals)).sum(axis=0)
+    axis /= np.linalg.norm(axis)
+    heights = [float(q.centre @ axis) for q in planes]  # [P]
     large = support >= p.floor_support * support.max()
     best = min(np.flatnonzero(large), key=lambda i: heights[i])
     candidates = [
@@ -104,4 +117,27 @@ def floor_from_prior(
         "flipped": bool(planes[best].normal @ prior < 0),
         "prior_filtered": len(flat),
     }
-    return flat[planes[best].inliers], normals[best], facts
+    floor, normal = flat[planes[best].inliers], normals[best]
+    if p.refit_band > 0:
+        floor, normal = refit(flat, floor, normal, p.refit_band * band_unit, threshold)
+        facts |= {"refit_points": len(floor), "refit_change_deg": round(angle_deg(normal, normals[best]), 3)}
+    return floor, normal, facts
+
+
+def refit(
+    points: np.ndarray, floor: np.ndarray, normal: np.ndarray, band: float, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plane refit ``REFITS`` times by SVD on the ``points`` within ``band`` of it: RANSAC's threshold is a thin
+    slice of a real floor (sensor noise, pose drift), and the slice it lands on tilts the normal by a degree or two
+    from draw to draw; the band takes the whole floor. Returns (the points within ``threshold`` of the refit plane, as
+    the floor's inliers for its height [I, 3]; its normal [3] on ``normal``'s side)."""
+    centre = floor.mean(axis=0)
+    for _ in range(REFITS):
+        band_points = points[np.abs((points - centre) @ normal) <= band]  # [I, 3]
+        if len(band_points) < 3:
+            break
+        floor, centre = band_points, band_points.mean(axis=0)
+        fitted = np.linalg.svd(floor - centre, full_matrices=False)[2][2]
+        normal = fitted if fitted @ normal >= 0 else -fitted
+    inliers = floor[np.abs((floor - centre) @ normal) <= threshold]  # [J, 3] a thin slice, as RANSAC's inliers
+    return (inliers if len(inliers) >= 3 else floor), normal
