@@ -38,7 +38,7 @@ planes (the offline runner quarantines it). The report gives ``gravity`` (which 
 ``prior_angle_deg`` (the chosen normal's angle to the prior), ``support`` (the floor's share of the voxel means),
 ``camera_up_agreement`` and every candidate; ``rotation`` (all modes) is the applied 3x3 matrix, and
 ``meta["camera_up"]`` is turned with the scene. On the 7-Scenes sequence (``graphs/rgbd-to-cloud.yaml``) the prior
-is ~28° off (the camera looks down at a desk) and the plane corrects it.
+is ~23° off (the camera looks down at a desk) and the plane corrects it.
 
 With no plane of ``min_inliers`` inliers the normal is the voxel means' direction of least variance (PCA) through
 their centroid, with the same votes, and the lowest voxel mean goes to z = 0 (report ``fallback: "pca"``).

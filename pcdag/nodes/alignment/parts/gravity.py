@@ -1,7 +1,7 @@
 """Floor choice for ``AlignZUp`` guided by the cameras' mean image-up direction (the camera prior).
 
 Hand-held and RGB-D cameras are mostly upright, so the mean of their image-up directions (minus the camera y axis,
-OpenCV axes, in the cloud's frame) points roughly up: it is off by the cameras' mean pitch and roll (about 28° on
+OpenCV axes, in the cloud's frame) points roughly up: it is off by the cameras' mean pitch and roll (about 23° on
 the 7-Scenes sequence, whose camera looks down at a desk), far too coarse to level a scene by itself, but enough to
 tell floors and table tops (normals near the prior) from walls (normals near 90° from it) whatever their size.
 
