@@ -62,7 +62,7 @@ def test_the_camera_prior_finds_the_floor_under_any_rotation(seed, rot, tilt, az
     np.testing.assert_allclose(np.asarray(facts["rotation"]) @ facts["normal"], [0, 0, 1], atol=1e-4)
     assert abs(float(np.median(out["coord"][floor, 2]))) < 0.03  # floor at z = 0, room above it
     assert float(np.median(out["coord"][~floor, 2])) > 0.2
-    assert angle(out.meta["camera_up"], [0, 0, 1]) == pytest.approx(tilt, abs=1.5)  # the prior turned too
+    assert angle(out.meta["camera_up"], [0, 0, 1]) == pytest.approx(facts["prior_angle_deg"], abs=0.01)  # turned too
 
 
 def test_without_the_prior_a_wall_dominated_room_is_turned_on_its_side():

@@ -25,7 +25,7 @@ from pcdag.nodes.alignment.parts.planes import Plane, plane_from_inliers, ransac
 from pcdag.ops.camera_up import CAMERA_UP
 from pcdag.ops.normals import estimate_normals
 
-REFITS = 3  # band refits of the floor: the second and third move the normal by hundredths of a degree
+REFITS = 3  # band refits of the floor, the band halved each time (the narrower ones drop corners and clutter)
 LOCAL_NEIGHBOURS = 16  # voxel means per local normal: a 4x4 patch of a plane at the voxel size
 
 
@@ -112,7 +112,6 @@ def floor_from_prior(
     facts = {
         "chosen": int(best),
         "planes": candidates,
-        "prior_angle_deg": round(angle_deg(normals[best], prior), 3),
         "support": round(float(support[best]) / len(means), 6),
         "flipped": bool(planes[best].normal @ prior < 0),
         "prior_filtered": len(flat),
@@ -120,20 +119,22 @@ def floor_from_prior(
     floor, normal = flat[planes[best].inliers], normals[best]
     if p.refit_band > 0:
         floor, normal = refit(flat, floor, normal, p.refit_band * band_unit, threshold)
-        facts |= {"refit_points": len(floor), "refit_change_deg": round(angle_deg(normal, normals[best]), 3)}
+        facts |= {"refit_inliers": len(floor), "refit_change_deg": round(angle_deg(normal, normals[best]), 3)}
+    facts["prior_angle_deg"] = round(angle_deg(normal, prior), 3)  # of the final normal
     return floor, normal, facts
 
 
 def refit(
     points: np.ndarray, floor: np.ndarray, normal: np.ndarray, band: float, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The plane refit ``REFITS`` times by SVD on the ``points`` within ``band`` of it: RANSAC's threshold is a thin
-    slice of a real floor (sensor noise, pose drift), and the slice it lands on tilts the normal by a degree or two
-    from draw to draw; the band takes the whole floor. Returns (the points within ``threshold`` of the refit plane, as
-    the floor's inliers for its height [I, 3]; its normal [3] on ``normal``'s side)."""
+    """The plane refit ``REFITS`` times by SVD on the ``points`` within ``band``, then half and a quarter of it:
+    RANSAC's threshold is a thin slice of a real floor (sensor noise, pose drift), and the slice it lands on tilts
+    the normal by a degree or two from draw to draw; the band takes the whole floor. Returns (the points within
+    ``threshold`` of the refit plane, as the floor's inliers for its height [I, 3]; its normal [3] on ``normal``'s
+    side)."""
     centre = floor.mean(axis=0)
-    for _ in range(REFITS):
-        band_points = points[np.abs((points - centre) @ normal) <= band]  # [I, 3]
+    for i in range(REFITS):
+        band_points = points[np.abs((points - centre) @ normal) <= band / 2**i]  # [I, 3] the band halves each time
         if len(band_points) < 3:
             break
         floor, centre = band_points, band_points.mean(axis=0)
