@@ -27,13 +27,24 @@ rotation of the input. The released code's behaviour is ``up_prior: input_z, max
 scans under random rotations (4 seeds) the floor ends within 2° of +z and at z ≈ 0 for 10-12 scans with the
 reference settings and 14-15 with the defaults (``tests/test_alignment.py``).
 
+**Camera prior** (``camera_prior: auto``, default): when the cloud's ``meta["camera_up"]`` holds the cameras' mean
+image-up direction (written by ``Reconstruct`` from the registered poses), steps 3-5 change (``parts/gravity.py``):
+RANSAC runs on the voxel means whose local normal is within ``prior_tolerance`` (45°, halfway between a floor and a
+wall for any camera pitch) of the prior and keeps only hypotheses that close to it; the floor is the lowest plane,
+along the prior, of those with at least ``floor_support`` times the largest one's inliers; its normal is pointed
+along the prior (no votes). Walls cannot win however large they are, and a table top loses to the floor below it.
+With no such plane the scene is refused with a ``GravityDisagreement`` naming it and the angles of its dominant
+planes (the offline runner quarantines it). The report gives ``gravity`` (which evidence was used),
+``prior_angle_deg`` (the chosen normal's angle to the prior), ``support`` (the floor's share of the voxel means),
+``camera_up_agreement`` and every candidate; ``rotation`` (all modes) is the applied 3x3 matrix, and
+``meta["camera_up"]`` is turned with the scene. On the 7-Scenes sequence (``graphs/rgbd-to-cloud.yaml``) the prior
+is ~23° off (the camera looks down at a desk) and the plane corrects it.
+
 With no plane of ``min_inliers`` inliers the normal is the voxel means' direction of least variance (PCA) through
 their centroid, with the same votes, and the lowest voxel mean goes to z = 0 (report ``fallback: "pca"``).
 """
 
 from __future__ import annotations
-
-import math
 
 import attrs
 import numpy as np
@@ -43,7 +54,9 @@ from pcdag.graphs.node import FieldEffect, effect
 from pcdag.graphs.params import in_range, integer, one_of, pair, param
 from pcdag.graphs.registry import register
 from pcdag.nodes.alignment.parts.base import AlignmentTransform
-from pcdag.nodes.alignment.parts.planes import Plane, plane_from_inliers, ransac_plane, rotation_onto_z, voxel_means
+from pcdag.nodes.alignment.parts.gravity import angle_deg, camera_prior, find_planes, floor_from_prior
+from pcdag.nodes.alignment.parts.planes import rotation_onto_z, voxel_means
+from pcdag.ops.camera_up import CAMERA_UP, CAMERA_UP_AGREEMENT
 from pcdag.ops.kdtree import build_tree, kth_neighbour_distance, median_spacing
 
 
@@ -53,23 +66,6 @@ def nn_iqr(points: np.ndarray) -> float:
         return 0.0
     q25, q75 = np.percentile(kth_neighbour_distance(build_tree(points), 1), [25, 75])
     return float(q75 - q25)
-
-
-def find_planes(points: np.ndarray, threshold: float, p: AlignZUp.Params, rng: np.random.Generator) -> list[Plane]:
-    """Up to ``p.max_planes`` RANSAC planes, each on the points the earlier ones left; masks index ``points``."""
-    planes: list[Plane] = []
-    left = np.arange(len(points))  # [L] indices of the points no plane has taken
-    for _ in range(p.max_planes):
-        if len(left) < max(3, p.min_inliers):
-            break
-        mask = ransac_plane(points[left], threshold, p.iterations, rng)  # [L]
-        if mask is None or mask.sum() < p.min_inliers:
-            break
-        full = np.zeros(len(points), dtype=bool)
-        full[left[mask]] = True
-        planes.append(plane_from_inliers(points, full))
-        left = left[~mask]
-    return planes
 
 
 def orientation_votes(points: np.ndarray, normal: np.ndarray, centre: np.ndarray) -> float:
@@ -95,7 +91,7 @@ def _rounded(values: np.ndarray) -> list[float]:
 class AlignZUp(AlignmentTransform):
     """Rotate the scene so the dominant floor-like plane (RANSAC, scored) faces +z, and put the floor at z = 0."""
 
-    version = 1
+    version = 2
 
     @attrs.frozen
     class Params:
@@ -111,6 +107,18 @@ class AlignZUp(AlignmentTransform):
         up_prior: str = param(
             "extent", one_of("extent", "input_z"), doc="up cue: least-variance axis, or input +z (reference)"
         )
+        camera_prior: str = param(
+            "auto", one_of("auto", "off"), doc="auto: use the cameras' mean up (meta camera_up) when the cloud has it"
+        )
+        prior_tolerance: float = param(
+            45.0, in_range(0.0, 90.0, lo_open=True), unit="deg", doc="floor candidates: normal this close to the prior"
+        )
+        floor_support: float = param(
+            0.25, in_range(0.0, 1.0), doc="floor candidates: inliers at least this fraction of the largest candidate's"
+        )
+        refit_band: float = param(
+            1.0, in_range(0.0, None), doc="with a prior: refit the floor within this many voxel edges of it (0 = off)"
+        )
 
     def fields(self) -> FieldEffect:
         return effect(reads=["coord"], optional_reads=["normal"], writes=["coord"])
@@ -124,17 +132,27 @@ class AlignZUp(AlignmentTransform):
         means = voxel_means(coord, voxel)  # [M, 3]
         threshold = float(np.clip(p.threshold_factor * nn_iqr(means), *p.threshold_range))
         facts: dict = {"spacing": spacing, "voxel": voxel, "n_voxels": len(means), "threshold": threshold}
-        normal, centre, floor = self._floor(means, threshold, rng, facts)
-        votes = orientation_votes(means, normal, centre)
-        if votes >= p.flip_votes:
-            normal = -normal
+        where = f"AlignZUp on scene {cloud.meta.get('scene', '?')!r}"
+        prior = camera_prior(cloud.meta, where) if p.camera_prior == "auto" else None
+        if prior is None:
+            normal, centre, floor = self._floor(means, threshold, rng, facts)
+            votes = orientation_votes(means, normal, centre)
+            if votes >= p.flip_votes:
+                normal = -normal
+            facts |= {"votes": votes, "flipped": bool(votes >= p.flip_votes), "gravity": "planes"}
+        else:
+            floor, normal, found = floor_from_prior(means, threshold, p, rng, prior, where, voxel)
+            facts |= found | {"plane_found": True, "fallback": None, "votes": None, "gravity": "camera prior + plane"}
+            facts |= {"camera_up": _rounded(prior), "camera_up_agreement": cloud.meta.get(CAMERA_UP_AGREEMENT)}
         rot = rotation_onto_z(normal)  # [3, 3]
         shift = -float((floor @ rot[2]).min())  # z of the lowest floor inlier after the rotation, negated
         cloud["coord"] = (coord @ rot.T + [0.0, 0.0, shift]).astype(np.float32)
         if "normal" in cloud:
             cloud["normal"] = (cloud["normal"].astype(np.float64) @ rot.T).astype(np.float32)
-        turn = math.degrees(math.acos(float(np.clip(normal[2], -1.0, 1.0))))
-        facts |= {"votes": votes, "flipped": bool(votes >= p.flip_votes), "normal": _rounded(normal)}
+        if prior is not None:
+            cloud.meta[CAMERA_UP] = _rounded(rot @ prior)  # the prior turns with the scene
+        turn = angle_deg(normal, np.array([0.0, 0.0, 1.0]))
+        facts |= {"normal": _rounded(normal), "rotation": [_rounded(row) for row in rot]}
         cloud.meta.setdefault("report", {})["AlignZUp"] = facts | {"rotation_deg": round(turn, 4), "z_shift": shift}
         return cloud
 

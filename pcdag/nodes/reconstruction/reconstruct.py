@@ -3,6 +3,10 @@
 Parameters of all backends live here (flat, with the backend they belong to in their doc); the math lives in
 ``parts/rgbd.py`` (depth back-projection + voxel fusion), ``parts/sfm.py`` (pycolmap structure from motion) and
 ``parts/feedforward.py`` (π³ / VGGT-style point-map networks), with chunking and stitching in ``parts/chunks.py``.
+
+When any frame has a pose (known, or estimated by the backend), the cloud's ``meta["camera_up"]`` is the registered
+cameras' mean image-up direction in the cloud's frame and ``meta["camera_up_agreement"]`` how well they agree
+(``pcdag/ops/camera_up.py``): ``AlignZUp`` uses it as its gravity prior.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pcdag.graphs.params import in_range, integer, of_type, one_of, param
 from pcdag.graphs.ports import FRAMES, POINT_CLOUD, RGBD_FRAMES, Placement, PortType
 from pcdag.graphs.registry import register
 from pcdag.nodes.reconstruction.parts.base import BACKENDS, backend
+from pcdag.ops.camera_up import CAMERA_UP, CAMERA_UP_AGREEMENT, mean_camera_up
 
 OPTIONAL_STR = of_type(str, type(None), allowed="a string or null")
 
@@ -29,7 +34,7 @@ class Reconstruct(Node):
 
     role = "reconstruction"
     placements = (Placement.OFFLINE,)
-    version = 1
+    version = 2
     per_item = True
     inputs = {"frames": In(FRAMES, doc="video or RGB-D frames of one scene")}
     outputs = {"cloud": Out(POINT_CLOUD, doc="coord + color in the frames' world (or an arbitrary) frame")}
@@ -88,4 +93,12 @@ class Reconstruct(Node):
         report = cloud.meta.setdefault("report", {})
         report.update(frames.meta.get("report", {}))  # e.g. what SplitScenes found
         report["Reconstruct"] = {"backend": self.params.backend, **result.report}
+        up = mean_camera_up(result.poses)  # gravity prior for AlignZUp: the registered cameras' mean image up
+        if up is not None:
+            cloud.meta[CAMERA_UP] = [round(float(v), 6) for v in up[0]]
+            cloud.meta[CAMERA_UP_AGREEMENT] = round(up[1], 6)
+            report["Reconstruct"] |= {
+                CAMERA_UP: cloud.meta[CAMERA_UP],
+                CAMERA_UP_AGREEMENT: cloud.meta[CAMERA_UP_AGREEMENT],
+            }
         return {"cloud": cloud}

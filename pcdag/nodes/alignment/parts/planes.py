@@ -57,9 +57,18 @@ def plane_from_inliers(points: np.ndarray, inliers: np.ndarray) -> Plane:
     return Plane(vt[2], centre, inliers, sing**2 / len(chosen))
 
 
-def ransac_plane(points: np.ndarray, threshold: float, iterations: int, rng: np.random.Generator) -> np.ndarray | None:
+def ransac_plane(
+    points: np.ndarray,
+    threshold: float,
+    iterations: int,
+    rng: np.random.Generator,
+    axis: np.ndarray | None = None,
+    min_cos: float = 0.0,
+) -> np.ndarray | None:
     """Inlier mask ``[M]`` of the plane through 3 random points with the most points within ``threshold``, over
-    ``iterations`` draws (ties: the first draw); ``None`` when every draw is degenerate (repeated or collinear)."""
+    ``iterations`` draws (ties: the first draw); ``None`` when every draw is degenerate (repeated or collinear).
+    With a unit ``axis`` ``[3]``, only hypotheses whose normal makes ``|n · axis| >= min_cos`` count (``None``
+    when there is none)."""
     centred = (points - points.mean(axis=0)).astype(np.float32)  # [M, 3] (float32 products: µm error at 10 m)
     triple = centred[rng.integers(0, len(points), size=(iterations, 3))].astype(np.float64)  # [H, 3, 3]
     normal = np.cross(triple[:, 1] - triple[:, 0], triple[:, 2] - triple[:, 0])  # [H, 3]
@@ -68,6 +77,10 @@ def ransac_plane(points: np.ndarray, threshold: float, iterations: int, rng: np.
     valid = length > 1e-9 * extent**2  # [H] non-degenerate triangles
     if not valid.any():
         return None
+    if axis is not None:  # keep the hypotheses whose normal is within acos(min_cos) of the axis (either sign)
+        valid &= np.abs(normal @ np.asarray(axis, np.float64)) >= min_cos * length
+        if not valid.any():
+            return None
     normal = normal[valid] / length[valid, None]  # [V, 3]
     offset = -(normal * triple[valid, 0]).sum(axis=1)  # [V] plane: n.p + offset = 0
     count = np.empty(len(normal), dtype=np.int64)  # [V]
