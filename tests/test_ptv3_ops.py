@@ -459,7 +459,15 @@ def test_backbone_reads_the_device_once_per_pooled_level(monkeypatch) -> None:
     from pcdag.nodes.backbones.ptv3.model import PointTransformerV3Module, PTv3Config
 
     reads: list[str] = []
-    backbone = {"model.py", "layers.py", "attention.py", "serialization.py", "segment.py", "sparse_conv.py"}
+    backbone = {
+        "backbone_input.py",
+        "model.py",
+        "layers.py",
+        "attention.py",
+        "serialization.py",
+        "segment.py",
+        "sparse_conv.py",
+    }
     torch.manual_seed(0)
     config = PTv3Config.preset("tiny", backend="torch", shuffle_orders=False)  # shuffling is a host-side draw
     model = PointTransformerV3Module(config).eval()
@@ -479,7 +487,7 @@ def test_backbone_reads_the_device_once_per_pooled_level(monkeypatch) -> None:
         model(points)
     # the input counts and grid maximum; the torch convolution's pair counts per offset (its split sizes; spconv,
     # the GPU backend, reads none); then per pooled level its counts and again the pair counts
-    assert reads == ["model.py", "serialization.py", "sparse_conv.py"] + ["layers.py", "sparse_conv.py"] * 4
+    assert reads == ["backbone_input.py", "serialization.py", "sparse_conv.py"] + ["layers.py", "sparse_conv.py"] * 4
     monkeypatch.undo()
     with pytest.raises(ValueError, match="index values must lie"):
         segment_sum(torch.ones(3, 2), torch.tensor([0, 1, 5]), 2)  # the default still checks

@@ -37,7 +37,7 @@ from pcdag.nodes.backbones.ptv3.attention import SDPA_BACKENDS
 from pcdag.nodes.backbones.ptv3.config import N_STAGES, PTv3Config
 from pcdag.nodes.backbones.ptv3.layers import Block, GridPooling, GridUnpooling, Level, make_level
 from pcdag.nodes.backbones.ptv3.memory import encoder_memory
-from pcdag.ops.segment import segment_max
+from pcdag.ops.backbone_input import apply_mask_token, grid_coordinates, sample_counts
 
 
 class Stage(nn.Module):
@@ -138,33 +138,10 @@ class PointTransformerV3Module(nn.Module):
 
     def _input_level(self, points: PointBatch) -> Level:
         cfg = self.config
-        feat, coord, offset = points.feat, points.coord, points.offset.to(torch.int64)
-        n = coord.shape[0]
-        if feat.ndim != 2 or feat.shape != (n, cfg.in_channels):
-            raise ValueError(
-                f"PointTransformerV3: feat has shape {list(feat.shape)}, expected [{n}, in_channels = "
-                f"{cfg.in_channels}]; set in_channels to the loader's feature width"
-            )
-        ok, counts = offset.ndim == 1 and len(offset) > 0, []
-        if ok:  # one host read: the counts, which the level keeps (patch layout) and which check the offsets
-            counts = torch.diff(offset, prepend=offset.new_zeros(1)).tolist()  # [B]
-            ok = sum(counts) == n and min(counts) >= 1
-        if not ok:
-            raise ValueError(
-                f"PointTransformerV3: offset {offset.tolist()[:8]} must be increasing cumulative counts ending at "
-                f"the number of points {n}, every sample with at least one point"
-            )
-        batch = points.batch
-        x = self.stem(feat)  # [N, C0]
-        if points.mask is not None:
-            if self.mask_token is None:
-                raise ValueError("PointTransformerV3: the batch carries a mask but mask_token is off; turn it on")
-            x = torch.where(points.mask.reshape(n, 1).bool(), self.mask_token.to(x.dtype), x)
-        grid = points.grid_coord
-        if grid is None:
-            low = -segment_max(-coord.detach().float(), batch, len(offset), check=False)  # [B, 3] sample minimum
-            grid = torch.floor((coord.detach().float() - low[batch]) / cfg.grid_size)  # [N, 3]
-        grid = grid.to(torch.int64)
+        counts = sample_counts(points, cfg.in_channels, "PointTransformerV3")  # one host read: the level keeps them
+        x = apply_mask_token(self.stem(points.feat), points, self.mask_token, "PointTransformerV3")  # [N, C0]
+        grid = grid_coordinates(points, len(counts), cfg.grid_size)  # [N, 3]
+        coord, batch, offset = points.coord, points.batch, points.offset.to(torch.int64)
         return make_level(
             x, coord, points.origin_coord, grid, batch, offset, cfg.orders, cfg.shuffle_orders, counts=counts
         )

@@ -25,7 +25,8 @@ from torch import nn
 
 from pcdag.graphs.batch import Encoded, PointBatch
 from pcdag.nodes.backbones.spunet.config import N_LEVELS, SparseUNetConfig
-from pcdag.ops.segment import segment_max, segment_mean
+from pcdag.ops.backbone_input import apply_mask_token, grid_coordinates, sample_counts
+from pcdag.ops.segment import segment_mean
 from pcdag.ops.sparse_conv import SubMConv3d
 from pcdag.ops.sparse_conv_strided import SparseConv3d, SparseInverseConv3d
 
@@ -137,30 +138,11 @@ class SparseUNetModule(nn.Module):
     def _voxelise(self, points: PointBatch) -> tuple[torch.Tensor, Sites, torch.Tensor, torch.Tensor]:
         """(site features [V, C_in], level-0 sites, inverse [N] point -> site, site offsets [B])."""
         cfg = self.config
-        feat, coord, offset = points.feat, points.coord, points.offset.to(torch.int64)
-        n = coord.shape[0]
-        if feat.ndim != 2 or feat.shape != (n, cfg.in_channels):
-            raise ValueError(
-                f"SparseUNet: feat has shape {list(feat.shape)}, expected [{n}, in_channels = {cfg.in_channels}]; "
-                "set in_channels to the loader's feature width"
-            )
-        counts = torch.diff(offset, prepend=offset.new_zeros(1)).tolist() if offset.ndim == 1 else []
-        if not counts or sum(counts) != n or min(counts) < 1:
-            raise ValueError(
-                f"SparseUNet: offset {offset.tolist()[:8]} must be increasing cumulative counts ending at the number "
-                f"of points {n}, every sample with at least one point"
-            )
-        if points.mask is not None:
-            if self.mask_token is None:
-                raise ValueError("SparseUNet: the batch carries a mask but mask_token is off; turn it on")
-            feat = torch.where(points.mask.reshape(n, 1).bool(), self.mask_token.to(feat.dtype), feat)
+        counts = sample_counts(points, cfg.in_channels, "SparseUNet")
+        feat = apply_mask_token(points.feat, points, self.mask_token, "SparseUNet")  # [N, C_in]
         batch, b = points.batch, len(counts)
-        grid = points.grid_coord
-        if grid is None:
-            low = -segment_max(-coord.detach().float(), batch, b, check=False)  # [B, 3] sample minimum
-            grid = torch.floor((coord.detach().float() - low[batch]) / cfg.grid_size).to(torch.int64)  # [N, 3]
-        else:
-            grid = grid.to(torch.int64)
+        grid = grid_coordinates(points, b, cfg.grid_size)  # [N, 3]
+        if points.grid_coord is not None:
             grid = grid - ((grid.amin(0) >> N_LEVELS) << N_LEVELS)  # >= 0, every level's cells kept
         side = int(grid.max()) + 1
         if b * side**3 >= 2**63:
