@@ -104,25 +104,24 @@ def test_mean_camera_up_is_minus_the_camera_y_axis(rot, pitch, n):
     assert mean_camera_up(np.full((2, 4, 4), np.nan)) is None
 
 
-def test_rgbd_7scenes_up_is_within_3_degrees_of_measured_gravity(shared_data: Path):
-    # graphs/rgbd-to-cloud.yaml's nodes and parameters, on every 10th frame (30 frames) to stay quick
-    from pcdag.nodes.geometry.outliers import RadiusOutlierRemoval, StatisticalOutlierRemoval
-    from pcdag.nodes.reconstruction.reconstruct import Reconstruct
-    from pcdag.nodes.sources.rgbd_sequence import RGBDSequenceSource
+def test_rgbd_to_cloud_yaml_on_7scenes_is_within_3_degrees_of_measured_gravity(shared_data: Path, tmp_path: Path):
+    # `pcdag preprocess graphs/rgbd-to-cloud.yaml` as shipped, on every 10th frame (30 frames) to stay quick
+    import json
 
-    root = shared_data / "rgbd-7scenes"
-    source = RGBDSequenceSource(root=str(root), frame_step=10)
-    rng = np.random.default_rng(0)
-    frames = source.load(source.scenes()[0])
-    cloud = Reconstruct(backend="rgbd", voxel_size=0.01, max_depth=6.0, edge_threshold=0.05).run(rng, frames=frames)
-    cloud = RadiusOutlierRemoval(spacing_factor=10.0, min_neighbours=1).apply(cloud["cloud"], rng)
-    cloud = StatisticalOutlierRemoval(k=50, std_ratio=4.0).apply(cloud, rng)
-    assert cloud.meta["camera_up_agreement"] > 0.9
-    out = AlignZUp().apply(cloud, rng)
-    facts = out.meta["report"]["AlignZUp"]
+    from pcdag.cli import main
+
+    root, store = shared_data / "rgbd-7scenes", tmp_path / "store"
+    graph = Path(__file__).resolve().parents[1] / "graphs" / "rgbd-to-cloud.yaml"
+    argv = ["preprocess", str(graph), "--quiet", "--set", f"frames.root={root}", "--set", "frames.frame_step=10",
+            "--set", f"store.path={store}"]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads(next(store.rglob("pcdag.json")).read_text())
+    facts = meta["report"]["AlignZUp"]
+    assert meta["report"]["Reconstruct"]["camera_up_agreement"] > 0.9
     up = -np.loadtxt(root / "gravity-direction.txt")  # gravity points down: up is its opposite
     output_z = np.asarray(facts["rotation"]).T @ [0.0, 0.0, 1.0]  # the input direction the rotation puts on +z
     prior = angle(facts["camera_up"], up)
     print(f"\n7-Scenes: output +z {angle(output_z, up):.2f} deg from measured up (camera prior {prior:.1f} deg)")
     assert facts["gravity"] == "camera prior + plane"
     assert angle(output_z, up) < 3.0
+    assert meta["n_points"] > 100_000
