@@ -121,7 +121,7 @@ def clouds_for(node: CloudTransform, always_all: bool = False) -> st.SearchStrat
 
 
 def test_every_cloud_transform_is_covered() -> None:
-    assert {"GridSample", "EstimateNormals", "RandomRotate", "NormalizeColor"} <= set(TRANSFORMS)
+    assert {"GridSample", "EstimateNormals", "Oversegment", "RandomRotate", "NormalizeColor"} <= set(TRANSFORMS)
 
 
 @pytest.mark.parametrize("name", TRANSFORMS)
