@@ -113,9 +113,11 @@ def _merge_by_threshold(parent: list[int], size: list[int], us: list[int], vs: l
     for a, b, w in zip(us, vs, ws, strict=True):
         while parent[a] != a:
             parent[a] = a = parent[parent[a]]
+        if w > thresh[a]:  # rejected whatever b's component: its root is not needed
+            continue
         while parent[b] != b:
             parent[b] = b = parent[parent[b]]
-        if a != b and w <= thresh[a] and w <= thresh[b]:
+        if a != b and w <= thresh[b]:
             if size[a] < size[b]:
                 a, b = b, a
             parent[b] = a
@@ -180,7 +182,13 @@ def segment_graph(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, k_thresh:
 
 def canonical_order(*columns: np.ndarray) -> np.ndarray:
     """Point order sorting rows lexicographically by the given ``[N, d]`` arrays (the first array's first column
-    first). int64 ``[N]``: ``order[i]`` is the input row at canonical position i."""
+    first). int64 ``[N]``: ``order[i]`` is the input row at canonical position i. The later arrays only break ties
+    of the first, so they are read only when the first has equal rows."""
+    first = columns[0]
+    order = np.lexsort([first[:, j] for j in reversed(range(first.shape[1]))])
+    ranked = first[order]
+    if len(columns) == 1 or not (ranked[1:] == ranked[:-1]).all(axis=1).any():
+        return order.astype(np.int64)
     keys = [col[:, j] for col in reversed(columns) for j in reversed(range(col.shape[1]))]
     return np.lexsort(keys).astype(np.int64)
 
