@@ -123,6 +123,17 @@ def test_oversegment_matches_the_reference_on_small_clouds(n: int, k: int, seed:
         assert partition(got) == want
 
 
+def test_chunked_passes_give_the_same_superpoints(monkeypatch) -> None:
+    coord = RNG.uniform(0, 1, (600, 3)).astype(np.float32)
+    normal = RNG.normal(size=(600, 3)) + np.array([0.0, 0.0, 3.0])
+    normal = (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32)
+    whole = fz.oversegment(coord, normal, k_thresh=0.05, min_points=10)
+    monkeypatch.setattr(fz, "ROWS_PER_CHUNK", 7)
+    monkeypatch.setattr(fz, "EDGES_PER_CHUNK", 13)
+    assert np.array_equal(fz.oversegment(coord, normal, k_thresh=0.05, min_points=10), whole)
+    assert 1 < whole.max() + 1 < 600  # the example merges some points and not all
+
+
 def test_mesh_edges_are_the_sides_of_the_faces() -> None:
     u, v = fz.mesh_edges(np.array([[0, 1, 2], [2, 1, 3], [3, 3, 1]]), 4)
     assert sorted(zip(u.tolist(), v.tolist(), strict=True)) == [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)]

@@ -37,6 +37,8 @@ import numpy as np
 from pcdag.ops.kdtree import build_tree, tree_workers
 
 COLOR_SCALE = 255.0 * np.sqrt(3.0)  # largest RGB distance of uint8 colours
+ROWS_PER_CHUNK = 1 << 16  # kNN rows checked for mutual pairs at once ([rows, k+1, k+1] int64: ~40 MB at k 8)
+EDGES_PER_CHUNK = 1 << 20  # sorted edges turned into Python lists at once (~100 MB of list items)
 
 
 def _undirected(u: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +65,10 @@ def knn_edges(coord: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     _, index = tree.query(tree.data, k=q, workers=tree_workers())
     index = index.reshape(n, q).astype(np.int64)  # [N, q]
     rows = np.arange(n, dtype=np.int64)[:, None]  # [N, 1]
-    mutual = (index[index] == rows[:, :, None]).any(axis=2)  # [N, q]: i is also in the list of its neighbour
+    mutual = np.empty(index.shape, dtype=bool)  # [N, q]: i is also in the list of its neighbour
+    for start in range(0, n, ROWS_PER_CHUNK):
+        part = slice(start, start + ROWS_PER_CHUNK)
+        mutual[part] = (index[index[part]] == rows[part, :, None]).any(axis=2)
     keep = (index != rows) & ((rows < index) | ~mutual)  # a mutual pair is kept once, from its lower point
     mine = np.broadcast_to(rows, index.shape)[keep]
     other = index[keep]
@@ -107,9 +112,11 @@ def edge_weights(
     return w
 
 
-def _merge_by_threshold(parent: list[int], size: list[int], us: list[int], vs: list[int], ws: list[float], c: float):
-    """Pass 1 over sorted edges; ``parent``/``size`` (union-find with path halving) updated in place."""
-    thresh = [c] * len(parent)  # Int(C) + c/|C| of each root
+def _merge_by_threshold(
+    parent: list[int], size: list[int], thresh: list[float], us: list[int], vs: list[int], ws: list[float], c: float
+) -> None:
+    """Pass 1 over sorted edges; ``parent``/``size`` (union-find with path halving) and ``thresh`` (Int(C) + c/|C|
+    of each root) updated in place."""
     for a, b, w in zip(us, vs, ws, strict=True):
         while parent[a] != a:
             parent[a] = a = parent[parent[a]]
@@ -169,14 +176,19 @@ def segment_graph(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, k_thresh:
         raise ValueError("segment_graph: edge weights must be finite")
     order = np.argsort(w, kind="stable")  # by weight, ties in the order given
     lo, hi, w = u[order], v[order], w[order]
-    parent, size = list(range(n)), [1] * n
-    _merge_by_threshold(parent, size, lo.tolist(), hi.tolist(), w.tolist(), float(k_thresh))
+    parent, size, thresh, c = list(range(n)), [1] * n, [float(k_thresh)] * n, float(k_thresh)
+    for start in range(0, len(w), EDGES_PER_CHUNK):  # bounded memory: lists of one chunk at a time
+        part = slice(start, start + EDGES_PER_CHUNK)
+        _merge_by_threshold(parent, size, thresh, lo[part].tolist(), hi[part].tolist(), w[part].tolist(), c)
     root = _roots(parent)
     sizes = np.asarray(size, dtype=np.int64)[root]  # [n] size of each vertex's component
     small = (sizes < min_points)[lo] | (sizes < min_points)[hi]
     live = (root[lo] != root[hi]) & small  # components only grow: no other edge can merge in pass 2
     parent = root.tolist()
-    _merge_small(parent, size, lo[live].tolist(), hi[live].tolist(), int(min_points))
+    lo, hi = lo[live], hi[live]
+    for start in range(0, len(lo), EDGES_PER_CHUNK):
+        part = slice(start, start + EDGES_PER_CHUNK)
+        _merge_small(parent, size, lo[part].tolist(), hi[part].tolist(), int(min_points))
     return renumber_by_first(_roots(parent))
 
 
