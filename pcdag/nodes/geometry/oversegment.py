@@ -39,7 +39,9 @@ class Oversegment(CloudTransform):
     @attrs.frozen
     class Params:
         k_thresh: float = param(
-            0.01, in_range(0.0, 100.0, lo_open=True), doc="merge threshold k: larger gives fewer, larger segments"
+            0.01,
+            in_range(0.0, 100.0, lo_open=True),
+            doc="merge threshold k, in edge-weight units (1 - cos of the normal angle): larger, fewer segments",
         )
         min_points: int = param(20, integer(1, 1_000_000), unit="points", doc="smaller segments join a neighbour")
         k: int = param(8, integer(1, 64), unit="neighbours", doc="nearest neighbours joined to each point")
