@@ -54,20 +54,25 @@ def partition(labels: np.ndarray) -> set[frozenset]:
     return {frozenset(np.flatnonzero(labels == s).tolist()) for s in np.unique(labels)}
 
 
-def reference_cloud_edges(coord: np.ndarray, normal: np.ndarray, k: int) -> list[tuple[int, int, float]]:
-    """All pairs by brute force: each point's k nearest others, undirected, weighted as ScanNet (symmetric)."""
-    n, edges = len(coord), set()
-    for i in range(n):
-        dist = [(float(np.sum((coord[i].astype(np.float64) - coord[j]) ** 2)), j) for j in range(n) if j != i]
-        edges |= {(min(i, j), max(i, j)) for _, j in sorted(dist)[:k]}
+def reference_weights(coord: np.ndarray, normal: np.ndarray, pairs: set[tuple[int, int]]) -> list[tuple]:
+    """ScanNet's weight of each pair, in a loop: 1 - n_i.n_j, squared when the edge is convex (symmetric test)."""
     out = []
-    for i, j in sorted(edges):
+    for i, j in sorted(pairs):
         ni, nj = normal[i].astype(np.float64), normal[j].astype(np.float64)
         w = max(0.0, 1.0 - float(ni @ nj))
         if float((ni - nj) @ (coord[i].astype(np.float64) - coord[j])) > 0:  # convex: squared
             w = w * w
         out.append((i, j, w))
     return out
+
+
+def reference_cloud_edges(coord: np.ndarray, normal: np.ndarray, k: int) -> list[tuple[int, int, float]]:
+    """All pairs by brute force: each point's k nearest others, undirected, weighted as ScanNet (symmetric)."""
+    n, edges = len(coord), set()
+    for i in range(n):
+        dist = [(float(np.sum((coord[i].astype(np.float64) - coord[j]) ** 2)), j) for j in range(n) if j != i]
+        edges |= {(min(i, j), max(i, j)) for _, j in sorted(dist)[:k]}
+    return reference_weights(coord, normal, edges)
 
 
 # ------------------------------------------------------------------ the kernel against the reference
@@ -132,6 +137,24 @@ def test_chunked_passes_give_the_same_superpoints(monkeypatch) -> None:
     monkeypatch.setattr(fz, "EDGES_PER_CHUNK", 13)
     assert np.array_equal(fz.oversegment(coord, normal, k_thresh=0.05, min_points=10), whole)
     assert 1 < whole.max() + 1 < 600  # the example merges some points and not all
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 30), n_faces=st.integers(0, 40), seed=st.integers(0, 2**32 - 1))
+def test_oversegment_on_mesh_faces_matches_the_reference_and_ignores_point_order(n, n_faces, seed) -> None:
+    rng = np.random.default_rng(seed)
+    coord = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+    normal = rng.normal(size=(n, 3)) + np.array([0.0, 0.0, 4.0])
+    normal = (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32)
+    faces = np.array([rng.choice(n, 3, replace=False) for _ in range(n_faces)], dtype=np.int64).reshape(-1, 3)
+    got = fz.oversegment(coord, normal, faces=faces, k_thresh=0.05, min_points=3)
+    sides = {(min(a, b), max(a, b)) for f in faces.tolist() for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    assert partition(got) == reference_segments(n, reference_weights(coord, normal, sides), 0.05, 3)
+    perm = rng.permutation(n)
+    where = np.empty(n, dtype=np.int64)
+    where[perm] = np.arange(n)  # old index -> new index
+    moved = fz.oversegment(coord[perm], normal[perm], faces=where[faces], k_thresh=0.05, min_points=3)
+    assert np.array_equal(moved, got[perm])
 
 
 def test_mesh_edges_are_the_sides_of_the_faces() -> None:

@@ -12,8 +12,9 @@ runs it (kThresh 0.01, segMinVerts 20 for its released segments):
    unless the whole graph is smaller.
 
 Segment ids are ``0..S-1`` ordered by each segment's smallest vertex id. The merge loops are plain Python over lists
-(the sequential part); the second pass only visits edges that can still merge (found with numpy): on a 50k-point
-scan the whole oversegmentation takes ~0.3 s on one core (``bench/oversegment.py``).
+(the sequential part; weights and thresholds in float64, where ScanNet uses float32); the second pass only visits
+edges that can still merge (found with numpy). On a 50k-point scan the whole oversegmentation took 0.41-0.64 CPU s
+on one core of a heavily loaded 2-core machine, about half of it in the Python passes (``bench/oversegment.py``).
 
 ``oversegment(coord, normal, ...)`` builds the graph of a cloud and segments it. It first sorts the points
 lexicographically by (coord, normal[, colour]) and works on that canonical order, so the kd-tree, the kNN ties, the
@@ -22,7 +23,8 @@ points equal in every one of those values are interchangeable, and may swap segm
 
 Edges: ``knn_edges`` (each point to its ``k`` nearest others, undirected, deduplicated) or ``mesh_edges`` (the
 sides of the faces). Weights (``edge_weights``): ScanNet's normal dissimilarity ``1 - n_u . n_v``, squared on
-convex edges (a small normal change across a convex fold costs little). ScanNet tests convexity on a directed edge
+convex edges (a small normal change across a convex fold costs little; beyond 90 degrees, w > 1, squaring raises
+it, as in ScanNet). ScanNet tests convexity on a directed edge
 a -> b as ``n_b . (p_b - p_a) > 0``, which depends on the arbitrary direction; here the test is the sum of both
 directions, ``(n_u - n_v) . (p_u - p_v) > 0``, which agrees with ScanNet's whenever its two directions agree and
 does not depend on the vertex order. ScanNet's vertex normals are averages of unit face normals (not renormalised);
