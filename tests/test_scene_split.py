@@ -246,6 +246,8 @@ def test_split_scenes_returns_one_part_per_room() -> None:
         assert part.meta["scene"] == f"video1/{name}" and part.meta["split"] == "train"
         report = part.meta["report"]["SplitScenes"]
         assert report["part"] == name and report["kept"] == 3 and report["segments_found"] == 3
+        assert report["seconds"] == pytest.approx(len(part) / 5.0) and report["frames"] == len(part)  # its own
+        assert report["video_seconds"] == pytest.approx(len(frames) / 5.0) and report["video_frames"] == len(frames)
         json.dumps(part.meta["report"])  # serialisable
     assert frames.meta["scene"] == "video1" and "report" not in frames.meta  # the input is untouched
 
@@ -377,9 +379,21 @@ def test_offline_run_stores_one_scene_per_room(tmp_path: Path) -> None:
         (job,) = plan.offline
         source = plan.node("videos")
         report = run_offline(source, source.scenes(), job.program, SceneStore(tmp_path / "store"),
-                             stage_key=plan.keys["store"], progress=False)  # fmt: skip
+                             stage_key=plan.keys["store"], progress=False, source_name="videos")  # fmt: skip
     assert report.counts() == {"done": 2, "skipped": 0, "failed": 1}
     assert "no single-room sequence" in report.failed[0].error and report.failed[0].scene == "blip"
     assert [e.id for e in SceneStore(tmp_path / "store").entries()] == ["walk/scene00", "walk/scene01"]
-    meta = json.loads((tmp_path / "store" / "scenes" / "walk__scene01" / "pcdag.json").read_text())
-    assert meta["report"]["SplitScenes"]["segment"] == [5.0, 10.0]
+    metas = [json.loads((tmp_path / "store" / "scenes" / f"walk__{p}" / "pcdag.json").read_text())
+             for p in ("scene00", "scene01")]  # fmt: skip
+    assert metas[1]["report"]["SplitScenes"]["segment"] == [5.0, 10.0]
+    assert metas[1]["report"]["SplitScenes"]["seconds"] == 5.0  # the scene's own length, not the video's 10 s
+    # every stage is timed, decoding (the source) included; the stages before the split are the item's, shared
+    seconds = [m["report"]["seconds"] for m in metas]
+    assert set(seconds[0]) == {"videos", "split", "cloud", "validate"} and seconds[0]["videos"] == seconds[1]["videos"]
+    assert metas[0]["report"]["shared_seconds"] == ["videos", "split"]
+    totals = report.stage_seconds()
+    assert set(totals) == {"videos", "split", "cloud", "validate", "write", "fingerprints", "cluster", "manifest"}
+    blip_load = report.failed[0].stages["videos"]
+    assert totals["videos"] == pytest.approx(seconds[0]["videos"] + blip_load, abs=2e-3)  # once per video
+    assert totals["cloud"] == pytest.approx(seconds[0]["cloud"] + seconds[1]["cloud"], abs=2e-3)  # per scene
+    assert "time: videos " in report.summary() and "cluster" in report.summary()

@@ -163,7 +163,9 @@ def _part(frames: Frames, seg: ss.Segment, t: np.ndarray, name: str, report: dic
     for key in ("scene", "room"):
         if key in meta:
             meta[key] = f"{meta[key]}/{name}"
-    entry = {**report, "part": name, "segment": meta["segment"], "label": seg.label}
+    video = {f"video_{k}": report[k] for k in ("frames", "seconds")}  # the whole video's, beside this scene's own
+    own = {"frames": seg.stop - seg.start, "seconds": round(seg.seconds, 3)}
+    entry = {**report, **video, **own, "part": name, "segment": meta["segment"], "label": seg.label}
     if names is not None:
         meta["room_type"] = entry["room_type"] = names[seg.label]
     meta["report"] = {**frames.meta.get("report", {}), "SplitScenes": entry}
