@@ -100,15 +100,63 @@ def test_histogram_embedding_is_unit_and_ignores_layout() -> None:
     assert np.allclose(emb, flipped, atol=1e-6)
 
 
-def test_real_single_room_sequence_stays_one_scene(shared_data: Path) -> None:
-    """7-Scenes: one room, handheld, 10 s at 30 fps. An exposure swing may cut it, the merge rules join it again."""
+@pytest.fixture(scope="module")
+def seven_scenes_colours(shared_data: Path) -> np.ndarray:
+    """The 300 colour frames of the real 7-Scenes sequence (one room, hand-held), 4th pixels: [300, 120, 160, 3]."""
     from pcdag.datasets import rgbd
 
     seq = shared_data / "rgbd-7scenes"
-    frames = rgbd.read_frames(seq, rgbd.list_frames(seq))
-    frames.timestamps = np.arange(len(frames)) / 30.0
-    parts = SplitScenes(min_indoor_seconds=8, min_segment_seconds=8, min_seconds=8).run(None, frames)["frames"]
+    return np.stack([rgbd.read_color(path)[::4, ::4] for _, path in rgbd.list_frames(seq)])
+
+
+def _video(colors: np.ndarray, fps: float) -> Frames:
+    f = len(colors)
+    return Frames(colors, [f"{i:05d}" for i in range(f)], timestamps=np.arange(f) / fps, meta={"scene": "walk"})
+
+
+@pytest.mark.parametrize("fps", [5.0, 10.0, 15.0])
+def test_real_single_room_pan_is_not_a_cut(seven_scenes_colours: np.ndarray, fps: float) -> None:
+    """7-Scenes as a 60 / 30 / 20 s video, default parameters: one scene. At 5 fps the camera's pan makes a 3 ×
+    colour jump at frame 62 (a cut before the sustained-change rule), but its new frames still resemble the room."""
+    frames = _video(seven_scenes_colours, fps)
+    parts = SplitScenes().run(None, frames)["frames"]
     assert [name for name, _ in parts.items] == ["scene00"] and len(parts.items[0][1]) == len(frames)
+    kept, jumps, novelty = fc.ShotBoundaryClassifier().cuts(frames.subset(ss.sample_frames(frames.timestamps, 5.0)))
+    if fps <= 10.0:  # at 15 fps (3 × the recorded speed) one jump 4 s in passes; the 10 s segment rule merges it
+        assert len(kept) == 0 and (novelty < fc.ShotBoundaryClassifier().min_novelty).all()
+    if fps == 5.0:
+        assert len(jumps) >= 1  # the jump is there; only the sustained-change rule rejects it
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_real_room_then_another_room_is_cut_at_the_junction(seven_scenes_colours: np.ndarray, seed: int) -> None:
+    """The same frames followed by a rendered room (another room by construction): one cut, at the junction."""
+    roomvideo = pytest.importorskip("pcdag.datasets.roomvideo")
+    other = roomvideo.render_room_video(seed, n_frames=60, width=160, height=120, fps=5.0).frames
+    frames = _video(np.concatenate([seven_scenes_colours, other]), 5.0)
+    parts = SplitScenes().run(None, frames)["frames"]
+    assert [(name, len(p)) for name, p in parts.items] == [("scene00", 300), ("scene01", 60)]
+
+
+def test_sustained_cuts_need_content_unlike_the_whole_segment() -> None:
+    rng = np.random.default_rng(0)
+    a, b, c = (np.abs(rng.normal(size=(1, 8))) for _ in range(3))
+    emb = np.concatenate([np.repeat(a, 5, 0), np.repeat(b, 4, 0), a, np.repeat(c, 5, 0)])  # a flash of a in b
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    kept, scores = fc.sustained_cuts(emb, np.array([5, 7, 10]), n_after=3, min_novelty=0.05)
+    assert kept.tolist() == [5, 10] and scores[1] == pytest.approx(0.0, abs=1e-6)  # 7: b, b, a all seen in b's run
+    kept, _ = fc.sustained_cuts(emb, np.array([5, 7, 10]), n_after=3, min_novelty=10.0)
+    assert kept.tolist() == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(1, 9))
+def test_novelty_is_the_nearest_keyframe_hellinger_distance(seed: int, p: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    h = rng.dirichlet(np.ones(16), size=p + k)  # histograms
+    emb = np.sqrt(h)
+    brute = [min(np.sqrt(0.5 * ((emb[i] - emb[p + j]) ** 2).sum()) for j in range(k)) for i in range(p)]
+    assert np.allclose(fc.novelty(emb[:p], emb[p:]), brute, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- run rules
