@@ -42,6 +42,7 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
         assert report["Reconstruct"]["backend"] == "sfm" and report["Reconstruct"]["frames_registered"] >= 15
         assert report["AlignZUp"]["plane_found"] and report["SplitScenes"]["kept"] == 2
         assert 2.835 <= report["AlignScale"]["diagonal_after"] <= 15.2  # the ScanNet range the paper draws from
+        assert report["scale"]["units"] == "drawn" and report["scale"]["before"]["units"] == "arbitrary"  # SfM
         assert set(meta["fields"]) == {"coord", "color", "normal"} and meta["n_points"] > 500
         assert set(report["seconds"]) >= {"videos", "split", "recon", "zup", "normals", "validate"}
         split = report["SplitScenes"]
@@ -49,6 +50,7 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
             split["segment"][1] - split["segment"][0], abs=1e-3
         )  # each room's own length
     assert (store / "stats.png").stat().st_size > 10_000 and json.loads((store / "stats.json").read_text())
+    assert json.loads((store / "stats.json").read_text())["scale"]["counts"] == {"drawn": 4}
 
     assert main(argv) == 3  # resumable: the videos that were done are skipped whole
     assert re.search(r"5 scenes: 0 done, 4 skipped, 1 failed", capsys.readouterr().out)

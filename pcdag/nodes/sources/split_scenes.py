@@ -23,9 +23,10 @@ class SplitScenes(Node):
     """Split a walkthrough video into single-room scenes by frame labels and temporal run rules.
 
     Frames are labelled at ``label_fps`` by the classifier: ``shots`` (no weights: colour-histogram cuts, every
-    shot its own room, all frames indoor; a cut is a jump of ≥ ``threshold`` × the median whose new content
-    lasts ``sustain_seconds`` and, over that time, stays ≥ ``min_novelty`` from every frame of the segment so
-    far, so a pan within a room is not a cut) or ``clip`` (CLIP zero-shot indoor/outdoor and room type, from local
+    shot its own room, all frames indoor; a cut is a jump of ≥ ``threshold`` × the median across which the
+    thumbnails overlap less than ``max_overlap`` at any shift, and whose new content lasts ``sustain_seconds``
+    while staying ≥ ``min_novelty`` from every frame of the segment so far: a pan within a room is not a cut)
+    or ``clip`` (CLIP zero-shot indoor/outdoor and room type, from local
     weights ``clip_weights``, never downloaded). The rules of ``pcdag.datasets.scene_split`` then smooth labels
     over ``smoothing_seconds``, drop outdoor frames and indoor runs < ``min_indoor_seconds``, merge runs <
     ``merge_run_seconds`` and segments < ``min_segment_seconds`` into neighbours, and drop sequences <
@@ -67,7 +68,10 @@ class SplitScenes(Node):
             2.0, SECONDS, unit="s", doc="shots: a cut's new content must last this long after the jump"
         )
         min_novelty: float = param(
-            0.4, in_range(0.0, 1.0), doc="shots: ... each of those frames this far (Hellinger) from all the segment"
+            0.3, in_range(0.0, 1.0), doc="shots: ... each of those frames this far (Hellinger) from all the segment"
+        )
+        max_overlap: float = param(
+            0.6, in_range(-1.0, 1.0), doc="shots: and the frames around the jump correlate less, at any shift"
         )
 
     def __post_init__(self) -> None:
@@ -103,6 +107,7 @@ class SplitScenes(Node):
             window_seconds=p.smoothing_seconds / 2,
             sustain_seconds=p.sustain_seconds,
             min_novelty=p.min_novelty,
+            max_overlap=p.max_overlap,
         )
 
     def run(self, rng: np.random.Generator, frames: Frames) -> dict[str, Any]:
