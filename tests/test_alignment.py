@@ -485,3 +485,18 @@ def test_reference_up_prior_levels_upright_scans(scannet_scenes):
         normal, _ = dominant_plane(floor, 0.02)
         ok += tilt_deg(normal) <= 2.0
     assert ok >= 5
+
+
+def test_reconstruct_says_when_its_units_are_metres():
+    from pcdag.graphs.frames import Frames
+    from pcdag.nodes.reconstruction.reconstruct import Reconstruct, scale_provenance
+
+    posed = Frames(np.zeros((2, 8, 8, 3), np.uint8), ["0", "1"], poses=np.stack([np.eye(4, dtype=np.float32)] * 2))
+    plain = Frames(np.zeros((2, 8, 8, 3), np.uint8), ["0", "1"])
+    assert scale_provenance(Reconstruct(backend="rgbd").params, posed)["units"] == "metric"
+    assert scale_provenance(Reconstruct(backend="sfm", use_known_cameras=True).params, posed) == {
+        "units": "metric",
+        "from": "known camera poses",
+    }
+    assert scale_provenance(Reconstruct(backend="sfm", use_known_cameras=True).params, plain)["units"] == "arbitrary"
+    assert scale_provenance(Reconstruct(backend="sfm", use_known_cameras=False).params, posed)["units"] == "arbitrary"
