@@ -222,7 +222,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         return 1
     for w in plan.warnings:
         print(w, file=sys.stderr)
-    failed = 0
+    failed = total = 0
     for job in plan.offline:
         source, store = plan.node(job.source), plan.node(job.store)
         try:
@@ -249,16 +249,26 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
             partition_size=args.partition_size,
             force=args.force,
             progress=not args.quiet,
+            source_name=job.source,
         )
         print(report.summary())
         failed += len(report.failed)
+        total += len(report.outcomes)
         stats_png = Path(store.params.path) / "stats.png"
         if not args.no_stats and (report.done or not stats_png.exists()):
             _write_stats(Path(store.params.path))
     if failed:
-        print(f"{failed} scene{'s' if failed != 1 else ''} quarantined; the others are in the store", file=sys.stderr)
+        print(quarantine_message(failed, total), file=sys.stderr)
         return 3
     return 0
+
+
+def quarantine_message(failed: int, total: int) -> str:
+    """The closing line of a run with quarantined scenes, worded for the case: all of them, or some."""
+    if failed >= total:
+        return f"{failed} scene{'s' if failed != 1 else ''} quarantined; no scene reached the store"
+    rest = total - failed
+    return f"{failed} of {total} scenes quarantined; the other{'s are' if rest != 1 else ' is'} in the store"
 
 
 def cmd_train(args: argparse.Namespace) -> int:

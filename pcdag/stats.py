@@ -5,7 +5,9 @@ and the median nearest-neighbour distance (its "spacing"): the distance from eac
 randomly chosen points (seeded per scene id, so the numbers do not depend on the order of scenes) to its nearest
 *other* point of the whole cloud. Summaries give count, mean, median, std (population), min, max and the 5/25/75/95
 percentiles (linear interpolation). ``pcdag stats STORE`` prints them next to ScanNet's reference scale, draws the
-three histograms (optionally against a second store) and writes the numbers as JSON.
+three histograms (optionally against a second store) and writes the numbers as JSON. Beside them, the provenance
+of each scene's size from its report's ``scale`` (``metric``: depth or known cameras; ``drawn``: AlignScale's
+paper draw; ``scaled``: a constant factor; ``arbitrary``: scale-free; ``unrecorded``) with the factors' range.
 """
 
 from __future__ import annotations
@@ -96,12 +98,46 @@ def store_stats(
         if len(coord) == 0:
             errors.append({"id": e.id, "error": "the scene has no points"})
             continue
-        scenes.append({"id": e.id, "split": e.split, **scene_numbers(coord, scene_rng(seed, e.id), max_points)})
+        numbers = scene_numbers(coord, scene_rng(seed, e.id), max_points)
+        scenes.append({"id": e.id, "split": e.split, **numbers, **scene_scale(store.report(e.id))})
     if not scenes:
         raise ValueError(f"no scene of store {path} could be read: {errors[0]['error']}")
     summary = {m: summarise(np.array([s[m] for s in scenes], np.float64)) for m in METRICS}
     return {"store": str(path), "name": path.resolve().name, "n_scenes": len(scenes), "summary": summary,
-            "scenes": scenes, "errors": errors, "max_spacing_points": max_points, "seed": seed}  # fmt: skip
+            "scale": scale_provenance(scenes), "scenes": scenes, "errors": errors, "max_spacing_points": max_points,
+            "seed": seed}  # fmt: skip
+
+
+def scene_scale(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a stored scene's size came from (its report's ``scale``): ``scale`` (``metric``, ``drawn``,
+    ``scaled``, ``arbitrary``; ``unrecorded`` for scenes written without one) and ``scale_factor`` (or None)."""
+    scale = report.get("scale")
+    if not isinstance(scale, Mapping) or not isinstance(scale.get("units"), str):
+        return {"scale": "unrecorded", "scale_factor": None}
+    factor = scale.get("factor")
+    return {"scale": scale["units"], "scale_factor": float(factor) if isinstance(factor, (int, float)) else None}
+
+
+def scale_provenance(scenes: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Scenes per scale provenance and, for each provenance with factors (drawn, scaled), their range."""
+    counts: dict[str, int] = {}
+    factors: dict[str, list[float]] = {}
+    for s in scenes:
+        counts[s["scale"]] = counts.get(s["scale"], 0) + 1
+        if s["scale_factor"] is not None:
+            factors.setdefault(s["scale"], []).append(s["scale_factor"])
+    ranges = {k: [min(v), max(v)] for k, v in factors.items()}
+    return {"counts": dict(sorted(counts.items())), "factor_range": ranges}
+
+
+def format_scale(stats: Mapping[str, Any]) -> str:
+    """``scale (name): 3 drawn (factor 0.81-2.4), 1 metric``."""
+    prov = stats["scale"]
+    parts = []
+    for units, n in prov["counts"].items():
+        lo_hi = prov["factor_range"].get(units)
+        parts.append(f"{n} {units}" + (f" (factor {lo_hi[0]:.3g}-{lo_hi[1]:.3g})" if lo_hi else ""))
+    return f"scale ({stats['name']}): " + ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -133,6 +169,7 @@ def format_table(stats: Mapping[str, Any], compare: Mapping[str, Any] | None = N
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(_cell(c, w, i) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
+    lines += [format_scale(st) for st in (stats, compare) if st and "scale" in st]
     errors = [e for st in (stats, compare) if st for e in st["errors"]]
     lines += [f"unreadable: {e['id']}: {e['error']}" for e in errors]
     return "\n".join(lines)

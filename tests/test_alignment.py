@@ -347,6 +347,36 @@ def test_align_scale_paper_draws_follow_the_weighted_bins():
     assert inside.mean() == pytest.approx((7.791 + 9.365) / 2, abs=0.03)
 
 
+def test_align_scale_records_where_the_size_came_from():
+    rng = np.random.default_rng(0)
+    room = rng.uniform(0, 3, (200, 3)).astype(np.float32)
+    drawn = AlignScale().apply(PointCloud({"coord": room.copy()}, {"scale": {"units": "arbitrary"}}), rng)
+    scale = drawn.meta["scale"]
+    assert scale["units"] == "drawn" and scale["before"] == {"units": "arbitrary"}
+    assert scale["factor"] == report(drawn, "AlignScale")["factor"] and scale["diagonal"] == pytest.approx(
+        float(np.linalg.norm(np.ptp(drawn["coord"], axis=0))), rel=1e-5
+    )
+    metric = AlignScale().apply(PointCloud({"coord": room.copy()}, {"scale": {"units": "metric"}}), rng)
+    np.testing.assert_array_equal(metric["coord"], room)  # metres from depth or known cameras are kept
+    assert metric.meta["scale"] == {"units": "metric"} and report(metric, "AlignScale")["kept"] == "metric"
+    forced = AlignScale(keep_metric=False).apply(
+        PointCloud({"coord": room.copy()}, {"scale": {"units": "metric"}}), rng
+    )
+    assert forced.meta["scale"]["units"] == "drawn" and forced.meta["scale"]["before"]["units"] == "metric"
+    ref = AlignScale(semantics="reference").apply(PointCloud({"coord": room.copy()}), rng)
+    assert ref.meta["scale"] == {"units": "scaled", "factor": 1.753, "before": {"units": "unrecorded"}}
+
+
+def test_align_scale_draw_depends_on_the_scene_not_only_on_the_stream():
+    """Scenes with the same seed and id (the first room of every video called `tour`) used to get one diagonal."""
+    rooms = [np.random.default_rng(i).uniform(0, 1 + i, (100, 3)).astype(np.float32) for i in range(8)]
+    targets = [report(AlignScale().apply(PointCloud({"coord": r.copy()}), np.random.default_rng(0)), "AlignScale")
+               ["target"] for r in rooms]  # fmt: skip
+    assert len(set(targets)) == len(rooms)
+    again = AlignScale().apply(PointCloud({"coord": rooms[0].copy()}), np.random.default_rng(0))
+    assert report(again, "AlignScale")["target"] == targets[0]  # same scene, same seed: same draw
+
+
 def test_align_scale_refuses_a_point_and_inconsistent_bins():
     point = PointCloud({"coord": np.ones((3, 3), np.float32)}, {"scene": "dot"})
     with pytest.raises(CloudError, match="AlignScale.*'dot'.*zero-size"):
@@ -455,3 +485,18 @@ def test_reference_up_prior_levels_upright_scans(scannet_scenes):
         normal, _ = dominant_plane(floor, 0.02)
         ok += tilt_deg(normal) <= 2.0
     assert ok >= 5
+
+
+def test_reconstruct_says_when_its_units_are_metres():
+    from pcdag.graphs.frames import Frames
+    from pcdag.nodes.reconstruction.reconstruct import Reconstruct, scale_provenance
+
+    posed = Frames(np.zeros((2, 8, 8, 3), np.uint8), ["0", "1"], poses=np.stack([np.eye(4, dtype=np.float32)] * 2))
+    plain = Frames(np.zeros((2, 8, 8, 3), np.uint8), ["0", "1"])
+    assert scale_provenance(Reconstruct(backend="rgbd").params, posed)["units"] == "metric"
+    assert scale_provenance(Reconstruct(backend="sfm", use_known_cameras=True).params, posed) == {
+        "units": "metric",
+        "from": "known camera poses",
+    }
+    assert scale_provenance(Reconstruct(backend="sfm", use_known_cameras=True).params, plain)["units"] == "arbitrary"
+    assert scale_provenance(Reconstruct(backend="sfm", use_known_cameras=False).params, posed)["units"] == "arbitrary"

@@ -58,7 +58,7 @@ def test_parts_are_stored_skipped_and_quarantined_separately(tmp_path: Path) -> 
     # items whose parts all completed are skipped whole; the item with a failed part runs again
     assert again.counts() == {"done": 1, "skipped": 4, "failed": 1}
     meta = json.loads((store / "scenes" / "synthetic-0-00000__west" / "pcdag.json").read_text())
-    assert set(meta["report"]["seconds"]) == {"halves", "normals"}
+    assert set(meta["report"]["seconds"]) == {"load", "halves", "normals", "validate"}
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["other_scenes"] == []
 

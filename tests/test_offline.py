@@ -213,6 +213,15 @@ def test_outcome_fields() -> None:
     o = SceneOutcome("a", "done", 1.5, n_in=3, n_out=2)
     report = OfflineReport([o, SceneOutcome("b", "skipped")], 2.04)
     assert report.summary() == "2 scenes: 1 done, 1 skipped, 0 failed (2.0 s)"
+    # parts of one item share its loading and split: counted once in the run's time per stage
+    parts = [SceneOutcome(f"v/s{i}", "done", 1.0, stages={"load": 0.5, "split": 0.25, "recon": 1.0},
+                          shared=("load", "split"), item="v") for i in range(2)]  # fmt: skip
+    timed = OfflineReport([*parts, SceneOutcome("w", "failed", 0.5, stages={"load": 0.5}, shared=("load",), item="w")],
+                          4.0, {"cluster": 0.25})  # fmt: skip
+    assert timed.stage_seconds() == {"load": 1.0, "split": 0.25, "recon": 2.0, "cluster": 0.25}
+    assert timed.summary().splitlines()[1] == (
+        "time: load 1.0 s (25 %), split 0.2 s (6 %), recon 2.0 s (50 %), cluster 0.2 s (6 %); other 0.5 s"
+    )
 
 
 def test_worker_processes(tmp_path: Path) -> None:

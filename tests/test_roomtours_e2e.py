@@ -28,8 +28,10 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
             "--set", f"store.path={store}"] + [a for s in SHORT for a in ("--set", s)]  # fmt: skip
 
     assert main(argv) == 3  # the broken video is quarantined, the others complete
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert re.search(r"5 scenes: 4 done, 0 skipped, 1 failed", out), out
+    assert "1 of 5 scenes quarantined; the others are in the store" in err
+    assert re.search(r"time: videos [\d.]+ s .*split .*recon .*write .*cluster", out), out  # decoding timed
     assert "failed video_009" in out and "video_009.mp4" in out
     s = SceneStore(store)
     ids = [e.id for e in s.entries()]
@@ -40,9 +42,15 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
         assert report["Reconstruct"]["backend"] == "sfm" and report["Reconstruct"]["frames_registered"] >= 15
         assert report["AlignZUp"]["plane_found"] and report["SplitScenes"]["kept"] == 2
         assert 2.835 <= report["AlignScale"]["diagonal_after"] <= 15.2  # the ScanNet range the paper draws from
+        assert report["scale"]["units"] == "drawn" and report["scale"]["before"]["units"] == "arbitrary"  # SfM
         assert set(meta["fields"]) == {"coord", "color", "normal"} and meta["n_points"] > 500
-        assert set(report["seconds"]) >= {"split", "recon", "zup", "normals"}
+        assert set(report["seconds"]) >= {"videos", "split", "recon", "zup", "normals", "validate"}
+        split = report["SplitScenes"]
+        assert split["seconds"] < split["video_seconds"] and split["seconds"] == pytest.approx(
+            split["segment"][1] - split["segment"][0], abs=1e-3
+        )  # each room's own length
     assert (store / "stats.png").stat().st_size > 10_000 and json.loads((store / "stats.json").read_text())
+    assert json.loads((store / "stats.json").read_text())["scale"]["counts"] == {"drawn": 4}
 
     assert main(argv) == 3  # resumable: the videos that were done are skipped whole
     assert re.search(r"5 scenes: 0 done, 4 skipped, 1 failed", capsys.readouterr().out)

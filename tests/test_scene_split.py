@@ -100,15 +100,70 @@ def test_histogram_embedding_is_unit_and_ignores_layout() -> None:
     assert np.allclose(emb, flipped, atol=1e-6)
 
 
-def test_real_single_room_sequence_stays_one_scene(shared_data: Path) -> None:
-    """7-Scenes: one room, handheld, 10 s at 30 fps. An exposure swing may cut it, the merge rules join it again."""
+@pytest.fixture(scope="module")
+def seven_scenes_colours(shared_data: Path) -> np.ndarray:
+    """The 300 colour frames of the real 7-Scenes sequence (one room, hand-held), 4th pixels: [300, 120, 160, 3]."""
     from pcdag.datasets import rgbd
 
     seq = shared_data / "rgbd-7scenes"
-    frames = rgbd.read_frames(seq, rgbd.list_frames(seq))
-    frames.timestamps = np.arange(len(frames)) / 30.0
-    parts = SplitScenes(min_indoor_seconds=8, min_segment_seconds=8, min_seconds=8).run(None, frames)["frames"]
-    assert [name for name, _ in parts.items] == ["scene00"] and len(parts.items[0][1]) == len(frames)
+    return np.stack([rgbd.read_color(path)[::4, ::4] for _, path in rgbd.list_frames(seq)])
+
+
+def _video(colors: np.ndarray, fps: float) -> Frames:
+    f = len(colors)
+    return Frames(colors, [f"{i:05d}" for i in range(f)], timestamps=np.arange(f) / fps, meta={"scene": "walk"})
+
+
+@pytest.mark.parametrize("fps", [5.0, 10.0, 15.0, 30.0])
+def test_real_single_room_pan_is_not_a_cut(seven_scenes_colours: np.ndarray, fps: float) -> None:
+    """7-Scenes as a 60 / 30 / 20 / 10 s video (30 fps is its recorded speed), labelled at the default 5 fps: no
+    cut. At 5 fps the camera's pan makes a 3 × colour jump at frame 62 (two scenes before the overlap and
+    sustained-change rules), but the frames on both sides of it still overlap."""
+    frames = _video(seven_scenes_colours, fps)
+    kept, jumps, _ = fc.ShotBoundaryClassifier().cuts(frames.subset(ss.sample_frames(frames.timestamps, 5.0)))
+    assert len(kept) == 0 and len(jumps) >= (1 if fps in (5.0, 30.0) else 0)
+    if fps < 30.0:  # 10 s of video: shorter than the 10 s the default rules keep (floating-point sum)
+        parts = SplitScenes().run(None, frames)["frames"]
+        assert [name for name, _ in parts.items] == ["scene00"] and len(parts.items[0][1]) == len(frames)
+
+
+def test_overlap_sees_a_shifted_view_and_not_another_room() -> None:
+    roomvideo = pytest.importorskip("pcdag.datasets.roomvideo")
+    a, b = (roomvideo.render_room_video(s, n_frames=1, width=160, height=120).frames[0] for s in (0, 1))
+    view = fc.thumbnail(a[:, :120])
+    assert fc.overlap(view, fc.thumbnail(a[:, 30:150])) > 0.9  # the camera panned by a quarter of the frame
+    assert fc.overlap(view, fc.thumbnail(b[:, :120])) < 0.6
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_real_room_then_another_room_is_cut_at_the_junction(seven_scenes_colours: np.ndarray, seed: int) -> None:
+    """The same frames followed by a rendered room (another room by construction): one cut, at the junction."""
+    roomvideo = pytest.importorskip("pcdag.datasets.roomvideo")
+    other = roomvideo.render_room_video(seed, n_frames=60, width=160, height=120, fps=5.0).frames
+    frames = _video(np.concatenate([seven_scenes_colours, other]), 5.0)
+    parts = SplitScenes().run(None, frames)["frames"]
+    assert [(name, len(p)) for name, p in parts.items] == [("scene00", 300), ("scene01", 60)]
+
+
+def test_sustained_cuts_need_content_unlike_the_whole_segment() -> None:
+    rng = np.random.default_rng(0)
+    a, b, c = (np.abs(rng.normal(size=(1, 8))) for _ in range(3))
+    emb = np.concatenate([np.repeat(a, 5, 0), np.repeat(b, 4, 0), a, np.repeat(c, 5, 0)])  # a flash of a in b
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    kept, scores = fc.sustained_cuts(emb, np.array([5, 7, 10]), n_after=3, min_novelty=0.05)
+    assert kept.tolist() == [5, 10] and scores[1] == pytest.approx(0.0, abs=1e-6)  # 7: b, b, a all seen in b's run
+    kept, _ = fc.sustained_cuts(emb, np.array([5, 7, 10]), n_after=3, min_novelty=10.0)
+    assert kept.tolist() == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(1, 9))
+def test_novelty_is_the_nearest_keyframe_hellinger_distance(seed: int, p: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    h = rng.dirichlet(np.ones(16), size=p + k)  # histograms
+    emb = np.sqrt(h)
+    brute = [min(np.sqrt(0.5 * ((emb[i] - emb[p + j]) ** 2).sum()) for j in range(k)) for i in range(p)]
+    assert np.allclose(fc.novelty(emb[:p], emb[p:]), brute, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- run rules
@@ -246,6 +301,8 @@ def test_split_scenes_returns_one_part_per_room() -> None:
         assert part.meta["scene"] == f"video1/{name}" and part.meta["split"] == "train"
         report = part.meta["report"]["SplitScenes"]
         assert report["part"] == name and report["kept"] == 3 and report["segments_found"] == 3
+        assert report["seconds"] == pytest.approx(len(part) / 5.0) and report["frames"] == len(part)  # its own
+        assert report["video_seconds"] == pytest.approx(len(frames) / 5.0) and report["video_frames"] == len(frames)
         json.dumps(part.meta["report"])  # serialisable
     assert frames.meta["scene"] == "video1" and "report" not in frames.meta  # the input is untouched
 
@@ -377,9 +434,21 @@ def test_offline_run_stores_one_scene_per_room(tmp_path: Path) -> None:
         (job,) = plan.offline
         source = plan.node("videos")
         report = run_offline(source, source.scenes(), job.program, SceneStore(tmp_path / "store"),
-                             stage_key=plan.keys["store"], progress=False)  # fmt: skip
+                             stage_key=plan.keys["store"], progress=False, source_name="videos")  # fmt: skip
     assert report.counts() == {"done": 2, "skipped": 0, "failed": 1}
     assert "no single-room sequence" in report.failed[0].error and report.failed[0].scene == "blip"
     assert [e.id for e in SceneStore(tmp_path / "store").entries()] == ["walk/scene00", "walk/scene01"]
-    meta = json.loads((tmp_path / "store" / "scenes" / "walk__scene01" / "pcdag.json").read_text())
-    assert meta["report"]["SplitScenes"]["segment"] == [5.0, 10.0]
+    metas = [json.loads((tmp_path / "store" / "scenes" / f"walk__{p}" / "pcdag.json").read_text())
+             for p in ("scene00", "scene01")]  # fmt: skip
+    assert metas[1]["report"]["SplitScenes"]["segment"] == [5.0, 10.0]
+    assert metas[1]["report"]["SplitScenes"]["seconds"] == 5.0  # the scene's own length, not the video's 10 s
+    # every stage is timed, decoding (the source) included; the stages before the split are the item's, shared
+    seconds = [m["report"]["seconds"] for m in metas]
+    assert set(seconds[0]) == {"videos", "split", "cloud", "validate"} and seconds[0]["videos"] == seconds[1]["videos"]
+    assert metas[0]["report"]["shared_seconds"] == ["videos", "split"]
+    totals = report.stage_seconds()
+    assert set(totals) == {"videos", "split", "cloud", "validate", "write", "fingerprints", "cluster", "manifest"}
+    blip_load = report.failed[0].stages["videos"]
+    assert totals["videos"] == pytest.approx(seconds[0]["videos"] + blip_load, abs=2e-3)  # once per video
+    assert totals["cloud"] == pytest.approx(seconds[0]["cloud"] + seconds[1]["cloud"], abs=2e-3)  # per scene
+    assert "time: videos " in report.summary() and "cluster" in report.summary()

@@ -162,3 +162,19 @@ def test_stats_leave_out_scenes_of_older_runs(tmp_path: Path) -> None:
         store.write(sid, PointCloud({"coord": coord}), key=sid, split="train", room=sid)
     store.write_manifest({"other_scenes": ["old"]})  # what the offline run records for a stale scene
     assert [s["id"] for s in store_stats(tmp_path / "s")["scenes"]] == ["new"]
+
+
+def test_scale_provenance_per_store(tmp_path: Path) -> None:
+    """Counts of drawn / metric / ... scenes and the factors' range, from each scene's report."""
+    store = SceneStore(tmp_path / "s")
+    scales = [{"units": "drawn", "factor": 2.5, "diagonal": 7.0}, {"units": "drawn", "factor": 0.5, "diagonal": 9.0},
+              {"units": "metric", "from": "depth"}, None]  # fmt: skip
+    for i, scale in enumerate(scales):
+        room = make_room(np.random.default_rng(i), n_points=200)
+        report = {} if scale is None else {"scale": scale}
+        store.write(f"r{i}", PointCloud(room), key="k", split="train", room=f"r{i}", report=report)
+    stats = store_stats(tmp_path / "s")
+    counts = {"drawn": 2, "metric": 1, "unrecorded": 1}
+    assert stats["scale"] == {"counts": counts, "factor_range": {"drawn": [0.5, 2.5]}}
+    assert [s["scale"] for s in stats["scenes"]] == ["drawn", "drawn", "metric", "unrecorded"]
+    assert "scale (s): 2 drawn (factor 0.5-2.5), 1 metric, 1 unrecorded" in format_table(stats).splitlines()

@@ -6,7 +6,9 @@ by reference; a value that feeds several nodes is copied for all but its last co
 
 An *expanding* node (``Node.expands``) returns ``Parts``: the rest of the program then runs once per part, each
 with its own random generator, and an error in one part does not stop the others (``run_parts``). Every step
-is timed; the seconds per node land in the result's ``meta["report"]["seconds"]``.
+is timed; the seconds per node land in the result's ``meta["report"]["seconds"]``. After an expansion each part's
+seconds also hold the steps before it, which ran once for the whole item: ``meta["report"]["shared_seconds"]``
+names them, so that a sum over parts counts them once.
 """
 
 from __future__ import annotations
@@ -55,7 +57,14 @@ class StageProgram:
         return self._run(0, {self.entry: item}, self._consumers(), rng, "", {})
 
     def _run(
-        self, start: int, values: dict, remaining: dict, rng: np.random.Generator, part: str, seconds: dict[str, float]
+        self,
+        start: int,
+        values: dict,
+        remaining: dict,
+        rng: np.random.Generator,
+        part: str,
+        seconds: dict[str, float],
+        shared: tuple[str, ...] = (),
     ) -> list[tuple[str, Any]]:
         for i in range(start, len(self.steps)):
             step = self.steps[i]
@@ -69,7 +78,10 @@ class StageProgram:
         result = values[self.exit]
         meta = getattr(result, "meta", None)
         if isinstance(meta, dict):
-            meta.setdefault("report", {}).setdefault("seconds", {}).update(seconds)
+            report = meta.setdefault("report", {})
+            report.setdefault("seconds", {}).update(seconds)
+            if shared:
+                report["shared_seconds"] = sorted(set(report.get("shared_seconds", [])) | set(shared))
         return [(part, result)]
 
     def _expand(
@@ -89,7 +101,7 @@ class StageProgram:
             label = f"{part}/{sub}" if part else sub
             branch = {**values, (name, port): value}
             try:
-                results += self._run(i + 1, branch, dict(remaining), child, label, dict(seconds))
+                results += self._run(i + 1, branch, dict(remaining), child, label, dict(seconds), tuple(seconds))
             except Exception as exc:  # one part failing does not stop its siblings
                 results.append((label, exc))
         return results

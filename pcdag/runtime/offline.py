@@ -42,6 +42,7 @@ from pcdag.compiler.schedule import default_partition_size, partition
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import SceneRef
 from pcdag.runtime.fingerprint import CACHE_FILE, DigestCache
+from pcdag.runtime.stage_time import format_stage_seconds, sum_stage_seconds
 from pcdag.runtime.store import SceneStore
 
 SceneFn = Callable[[Any, np.random.Generator], PointCloud]
@@ -108,6 +109,9 @@ class SceneOutcome:
     error: str = ""
     n_in: int | None = None
     n_out: int | None = None
+    stages: dict[str, float] = attrs.field(factory=dict)  # seconds per step: load, nodes, validate, write
+    shared: tuple[str, ...] = ()  # stages that ran once for the whole item (load, steps before an expansion)
+    item: str = ""  # the source item (video, scan) the scene came from
 
 
 @attrs.define
@@ -116,6 +120,7 @@ class OfflineReport:
 
     outcomes: list[SceneOutcome]
     seconds: float
+    run_stages: dict[str, float] = attrs.field(factory=dict)  # seconds of the run itself: fingerprints, cluster, ...
 
     def _with(self, status: str) -> list[SceneOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -141,8 +146,16 @@ class OfflineReport:
             f"{len(self.outcomes)} scenes: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
             f"({self.seconds:.1f} s)"
         ]
+        stages = self.stage_seconds()
+        if stages:
+            lines.append(format_stage_seconds(stages, self.seconds))
         lines += [f"  failed {o.scene}: {o.error}" for o in self.failed]
         return "\n".join(lines)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage summed over the scenes (a stage shared by an item's parts counted once), then the
+        run's own stages (fingerprints, cluster start and stop, manifest)."""
+        return {**sum_stage_seconds(self.outcomes), **self.run_stages}
 
 
 # ---------------------------------------------------------------------------------------------- one scene
@@ -160,12 +173,16 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def process_scene(source: Any, scene_fn: SceneFn, store: SceneStore, task: SceneTask, seed: int) -> list[SceneOutcome]:
+def process_scene(
+    source: Any, scene_fn: SceneFn, store: SceneStore, task: SceneTask, seed: int, source_name: str = "load"
+) -> list[SceneOutcome]:
     """Load one item, run the chain, validate and store what it makes: one scene, or one per part when the
-    chain expands (rooms of a video, stored as ``<id>/<part>``). A failing scene is quarantined, not raised."""
-    ref, t0, n_in = task.ref, time.perf_counter(), None
+    chain expands (rooms of a video, stored as ``<id>/<part>``). A failing scene is quarantined, not raised.
+    Loading (decoding a video, reading a scan) is timed as the stage ``source_name``."""
+    ref, t0, n_in, load = task.ref, time.perf_counter(), None, {}
     try:
         item = source.load(ref)
+        load[source_name] = round(time.perf_counter() - t0, 4)
         n_in = len(item) if isinstance(item, PointCloud) else None
         run_parts = getattr(scene_fn, "run_parts", None)
         rng = scene_rng(seed, ref.id)
@@ -173,32 +190,51 @@ def process_scene(source: Any, scene_fn: SceneFn, store: SceneStore, task: Scene
         if not parts:
             raise ValueError(f"item {ref.id} expanded into no scenes")
     except Exception as exc:
-        return [_quarantine(store, task, ref.id, ref.room, exc, traceback.format_exc(), t0, n_in)]
-    outcomes = [_store_part(store, task, name, value, seed, t0, n_in) for name, value in parts]
+        return [_quarantine(store, task, ref.id, ref.room, exc, traceback.format_exc(), t0, n_in, load)]
+    outcomes = [_store_part(store, task, name, value, seed, t0, n_in, load) for name, value in parts]
     if parts and parts[0][0] and all(o.status == "done" for o in outcomes):
         store.mark_item(ref.id, task.key, [o.scene for o in outcomes])  # a re-run skips this item whole
     return outcomes
 
 
 def _store_part(
-    store: SceneStore, task: SceneTask, part: str, value: Any, seed: int, t0: float, n_in: int | None
+    store: SceneStore,
+    task: SceneTask,
+    part: str,
+    value: Any,
+    seed: int,
+    t0: float,
+    n_in: int | None,
+    load: dict[str, float],
 ) -> SceneOutcome:
+    """Validate and write one scene. Its report's ``seconds`` are its own stages (loading, every node, validation;
+    ``shared_seconds`` names those its item's parts share); the write's seconds go to the outcome."""
     ref = task.ref
     scene, room = (f"{ref.id}/{part}", f"{ref.room}/{part}") if part else (ref.id, ref.room)
+    stages, shared = dict(load), tuple(load)
     try:
         if isinstance(value, BaseException):
             raise value
         if not isinstance(value, PointCloud):
             raise CloudError(f"scene {scene}: the offline chain returned a {type(value).__name__}, not a PointCloud")
+        t_check = time.perf_counter()
         value.validate(where=f"scene {scene}")
-        seconds = time.perf_counter() - t0
-        report = {"n_in": n_in, "n_out": len(value), "seconds": round(seconds, 4), "seed": seed}
-        report.update(value.meta.get("report", {}))  # per-node reports and timings
+        node_report = dict(value.meta.get("report", {}))  # per-node reports and timings
+        stages |= node_report.pop("seconds", {}) | {"validate": round(time.perf_counter() - t_check, 4)}
+        shared += tuple(node_report.pop("shared_seconds", ()))
+        report = {"n_in": n_in, "n_out": len(value), "seed": seed, **node_report, "seconds": stages}
+        if part:
+            report["shared_seconds"] = list(shared)
+        if "scale" in value.meta:  # where the scene's size came from (metric, drawn, ...): kept with the scene
+            report["scale"] = value.meta["scale"]
+        t_write = time.perf_counter()
         store.write(scene, value, key=task.key, split=ref.split, room=room, report=report)
+        stages = {**stages, "write": round(time.perf_counter() - t_write, 4)}
     except Exception as exc:
         tb = "".join(traceback.format_exception(exc))
-        return _quarantine(store, task, scene, room, exc, tb, t0, n_in)
-    return SceneOutcome(scene, "done", seconds=time.perf_counter() - t0, n_in=n_in, n_out=len(value))
+        return _quarantine(store, task, scene, room, exc, tb, t0, n_in, stages, shared)
+    done = time.perf_counter() - t0
+    return SceneOutcome(scene, "done", done, n_in=n_in, n_out=len(value), stages=stages, shared=shared, item=ref.id)
 
 
 def _quarantine(
@@ -210,21 +246,26 @@ def _quarantine(
     tb: str,
     t0: float,
     n_in: int | None = None,
+    stages: dict[str, float] | None = None,
+    shared: tuple[str, ...] | None = None,
 ) -> SceneOutcome:
     error = _error_text(exc)
     try:
         store.quarantine(scene, key=task.key, split=task.ref.split, room=room, error=error, traceback=tb)
     except Exception as qexc:  # e.g. the store is not writable: still report the scene's own error
         error += f" (and it could not be quarantined: {_error_text(qexc)})"
-    return SceneOutcome(scene, "failed", seconds=time.perf_counter() - t0, error=error, n_in=n_in)
+    stages = dict(stages or {})
+    shared = tuple(stages) if shared is None else shared  # what ran before a failing item counts once
+    elapsed = time.perf_counter() - t0
+    return SceneOutcome(scene, "failed", elapsed, error, n_in, stages=stages, shared=shared, item=task.ref.id)
 
 
 def run_partition(
-    source: Any, scene_fn: SceneFn, store_path: str, tasks: list[SceneTask], seed: int
+    source: Any, scene_fn: SceneFn, store_path: str, tasks: list[SceneTask], seed: int, source_name: str = "load"
 ) -> list[SceneOutcome]:
     """One Dask task: process a batch of scenes in order. The store travels as a path, not an open handle."""
     store = SceneStore(store_path)
-    return [o for task in tasks for o in process_scene(source, scene_fn, store, task, seed)]
+    return [o for task in tasks for o in process_scene(source, scene_fn, store, task, seed, source_name)]
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -246,11 +287,13 @@ def run_offline(
     partition_size: int | None = None,
     force: bool = False,
     progress: bool = True,
+    source_name: str = "load",
 ) -> OfflineReport:
     """Compute every scene of ``refs`` not yet in ``store`` (all of them with ``force``); see the module docstring.
 
     ``scheduler`` is the address of a running Dask scheduler (its workers must see the store's path); without it
-    an embedded ``LocalCluster`` of ``workers`` workers is started and closed at the end.
+    an embedded ``LocalCluster`` of ``workers`` workers is started and closed at the end. ``source_name`` names
+    the loading stage in the reports' seconds (the source node's name).
     """
     t0 = time.perf_counter()
     refs = list(refs)
@@ -261,6 +304,7 @@ def run_offline(
     digests = DigestCache(store.path / CACHE_FILE)
     tasks = [SceneTask(ref, scene_key(stage_key, ref, digests.digest)) for ref in refs]
     digests.save()
+    run_stages = {"fingerprints": round(time.perf_counter() - t0, 4)}  # hashing the input files for the keys
     outcomes: dict[str, list[SceneOutcome]] = {}
     for t in tasks:
         done = None if force else _already_done(store, t) or _rekey(store, t, stage_key)
@@ -275,11 +319,14 @@ def run_offline(
             processes=processes,
             memory_limit=memory_limit,
         )
-        run = _Run(source, scene_fn, store, seed, len(refs), len(outcomes), progress)
+        run = _Run(source, scene_fn, store, seed, len(refs), len(outcomes), progress, source_name, run_stages)
         for o in run.execute(todo, partition_size, cluster):
             outcomes.setdefault(_item_of(o.scene, todo), []).append(o)
-    report = OfflineReport([o for r in refs for o in outcomes[r.id]], time.perf_counter() - t0)
+    t_manifest = time.perf_counter()
+    report = OfflineReport([o for r in refs for o in outcomes[r.id]], t_manifest - t0, run_stages)
     store.write_manifest(_manifest_info(source, store, tasks, report, stage_key, seed))
+    run_stages["manifest"] = round(time.perf_counter() - t_manifest, 4)
+    report.seconds = time.perf_counter() - t0
     return report
 
 
@@ -335,6 +382,7 @@ def _manifest_info(
         "seed": seed,
         "counts": report.counts(),
         "seconds": round(report.seconds, 3),
+        "stage_seconds": report.stage_seconds(),  # summed over scenes; the run's own stages last
         # committed scenes this run's items and keys did not produce (older parameters, vanished inputs)
         "other_scenes": other,
     }
@@ -374,6 +422,16 @@ def dask_client(
                 cluster.close()
 
 
+@contextlib.contextmanager
+def _timed_client(cluster: dict, stages: dict[str, float], t_start: float) -> Iterator[Any]:
+    """``dask_client`` whose start-up and shut-down seconds are added to ``stages["cluster"]``."""
+    with dask_client(**cluster) as client:
+        stages["cluster"] = round(time.perf_counter() - t_start, 4)
+        yield client
+        t_stop = time.perf_counter()
+    stages["cluster"] = round(stages["cluster"] + time.perf_counter() - t_stop, 4)
+
+
 @attrs.define
 class _Run:
     """State of one execution: what to run, where results go, and the progress bar's counts."""
@@ -385,6 +443,8 @@ class _Run:
     total: int
     skipped: int
     progress: bool
+    source_name: str = "load"
+    run_stages: dict[str, float] = attrs.Factory(dict)  # "cluster": seconds to start and stop Dask
     counts: dict[str, int] = attrs.Factory(lambda: {"done": 0, "failed": 0})
 
     def execute(self, todo: list[SceneTask], partition_size: int | None, cluster: dict) -> list[SceneOutcome]:
@@ -398,7 +458,8 @@ class _Run:
             desc="offline",
             disable=None if self.progress else True,
         )
-        with bar, dask_client(**cluster) as client:
+        t_start = time.perf_counter()
+        with bar, _timed_client(cluster, self.run_stages, t_start) as client:
             slots = sum(client.nthreads().values()) or cluster["workers"] * cluster["threads_per_worker"]
             size = partition_size or default_partition_size(len(todo), slots)
             pending = {self._submit(client, part): part for part in partition(todo, size)}
@@ -442,7 +503,15 @@ class _Run:
     def _submit(self, client: Any, part: list[SceneTask]) -> Any:
         key = f"pcdag-offline-{uuid.uuid4().hex[:12]}"
         return client.submit(
-            run_partition, self.source, self.scene_fn, str(self.store.path), part, self.seed, key=key, pure=False
+            run_partition,
+            self.source,
+            self.scene_fn,
+            str(self.store.path),
+            part,
+            self.seed,
+            self.source_name,
+            key=key,
+            pure=False,
         )
 
     def _tick(self, bar: Any, batch: list[SceneOutcome], items: int) -> None:

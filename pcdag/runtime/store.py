@@ -167,6 +167,12 @@ class SceneStore:
             return None
         return meta if isinstance(meta, dict) and meta.get("id") == scene_id else None
 
+    def report(self, scene_id: str) -> dict[str, Any]:
+        """The report a committed scene was written with (per-node facts, seconds, scale); {} when unreadable."""
+        meta = self._meta(scene_id)
+        report = meta.get("report") if meta else None
+        return report if isinstance(report, dict) else {}
+
     def has(self, scene_id: str, key: str) -> bool:
         """True when ``scene_id`` is committed with cache key ``key``."""
         meta = self._meta(scene_id)

@@ -13,10 +13,19 @@ the top bin [15.189, 20.04] gets no weight (draws never exceed 15.189 m). The dr
 mean 8.764 m, above ScanNet's own 7.791 / 7.984: the weights are the sampler's, not ScanNet's percentile masses
 (.10, .15, .25, .25, .15, .05, .04, .01 over the eight bins of range and percentiles — pass those as ``edges`` and
 ``weights`` to draw from ScanNet's distribution itself).
+
+Provenance (``meta["scale"]``, kept in the scene's report by the store; ``pcdag stats`` counts it): a scene that
+arrives in metres (``meta["scale"]["units"] == "metric"``: ``Reconstruct`` from depth or known camera poses) is
+left as it is under paper semantics with ``keep_metric`` (the draw exists to give scale-free reconstructions a
+room-like size); otherwise the paper draw gives ``units: drawn`` with the factor, the drawn diagonal and the units
+before, and the reference factor gives ``units: scaled``. The draw's uniform number comes from the scene's
+generator *and* a hash of its coordinates (spec D.3 draws one target per scene): scenes that share an id and a
+seed (the first room of every video called ``tour``) no longer all get the same diagonal.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import attrs
@@ -24,7 +33,7 @@ import numpy as np
 
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.node import FieldEffect, effect
-from pcdag.graphs.params import ParamError, in_range, one_of, param
+from pcdag.graphs.params import ParamError, in_range, of_type, one_of, param
 from pcdag.graphs.registry import register
 from pcdag.nodes.alignment.parts.base import AlignmentTransform
 
@@ -66,7 +75,7 @@ def bbox_diagonal(coord: np.ndarray) -> float:
 class AlignScale(AlignmentTransform):
     """Scale the scene about the origin: to a drawn ScanNet-like bbox diagonal (paper) or by 1.753 (reference)."""
 
-    version = 1
+    version = 2
 
     @attrs.frozen
     class Params:
@@ -74,6 +83,7 @@ class AlignScale(AlignmentTransform):
         factor: float = param(1.753, in_range(0.0, None, lo_open=True), doc="reference semantics: constant factor")
         edges: list = param(SCANNET_EDGES, _numbers(0.0, increasing=True), unit="m", doc="paper: target bins")
         weights: list = param(SCANNET_WEIGHTS, _numbers(0.0, increasing=False), doc="paper: bin probabilities")
+        keep_metric: bool = param(True, of_type(bool), doc="paper: leave scenes already in metres unscaled")
 
     def __post_init__(self) -> None:
         p = self.params
@@ -92,20 +102,35 @@ class AlignScale(AlignmentTransform):
         p = self.params
         cloud.require_points(self)
         before = bbox_diagonal(cloud["coord"])
-        facts: dict = {"semantics": p.semantics, "diagonal_before": before}
+        prior = dict(cloud.meta.get("scale") or {"units": "unrecorded"})
+        facts: dict = {"semantics": p.semantics, "diagonal_before": before, "units_before": prior.get("units")}
+        if p.semantics == "paper" and p.keep_metric and prior.get("units") == "metric":
+            cloud.meta.setdefault("report", {})["AlignScale"] = facts | {"factor": 1.0, "kept": "metric"}
+            return cloud
         if p.semantics == "reference":
             factor = float(p.factor)
+            scale = {"units": "scaled", "factor": factor, "before": prior}
         else:
             if before <= 0:
                 raise CloudError(
                     f"{self!r}: scene {cloud.meta.get('scene', '?')!r} has a zero-size bounding box (all points "
                     f"equal); it cannot be scaled to a target diagonal"
                 )
-            target = draw_diagonal(np.asarray(p.edges, float), np.asarray(p.weights, float), float(rng.random()))
+            u = float(scene_generator(rng, cloud["coord"]).random())
+            target = draw_diagonal(np.asarray(p.edges, float), np.asarray(p.weights, float), u)
             factor, facts["target"] = target / before, target
+            scale = {"units": "drawn", "factor": factor, "diagonal": target, "before": prior}
         cloud["coord"] = (cloud["coord"].astype(np.float64) * factor).astype(np.float32)
+        cloud.meta["scale"] = scale
         cloud.meta.setdefault("report", {})["AlignScale"] = facts | {
             "factor": factor,
             "diagonal_after": bbox_diagonal(cloud["coord"]),
         }
         return cloud
+
+
+def scene_generator(rng: np.random.Generator, coord: np.ndarray) -> np.random.Generator:
+    """A generator from one draw of the scene's ``rng`` and a BLAKE2b hash of its coordinates [N, 3]: the same
+    scene and seed give the same draw, and two scenes that differ give different ones even with equal streams."""
+    digest = hashlib.blake2b(np.ascontiguousarray(coord).tobytes(), digest_size=8).digest()
+    return np.random.default_rng([int(rng.integers(2**63)), int.from_bytes(digest, "little")])

@@ -93,6 +93,7 @@ class Reconstruct(Node):
         report = cloud.meta.setdefault("report", {})
         report.update(frames.meta.get("report", {}))  # e.g. what SplitScenes found
         report["Reconstruct"] = {"backend": self.params.backend, **result.report}
+        cloud.meta["scale"] = report["Reconstruct"]["scale"] = scale_provenance(self.params, frames)
         up = mean_camera_up(result.poses)  # gravity prior for AlignZUp: the registered cameras' mean image up
         if up is not None:
             cloud.meta[CAMERA_UP] = [round(float(v), 6) for v in up[0]]
@@ -102,3 +103,13 @@ class Reconstruct(Node):
                 CAMERA_UP_AGREEMENT: cloud.meta[CAMERA_UP_AGREEMENT],
             }
         return {"cloud": cloud}
+
+
+def scale_provenance(params: Any, frames: Frames) -> dict[str, str]:
+    """``meta["scale"]`` of a reconstruction: ``metric`` when depth (rgbd) or known camera poses (sfm moves its
+    model onto them by a similarity) fix metres, else ``arbitrary`` (scale-free SfM, a network's own units)."""
+    if params.backend == "rgbd":
+        return {"units": "metric", "from": "depth"}
+    if params.backend == "sfm" and params.use_known_cameras and frames.poses is not None:
+        return {"units": "metric", "from": "known camera poses"}
+    return {"units": "arbitrary", "from": f"{params.backend} without metric depth or poses"}

@@ -23,7 +23,10 @@ class SplitScenes(Node):
     """Split a walkthrough video into single-room scenes by frame labels and temporal run rules.
 
     Frames are labelled at ``label_fps`` by the classifier: ``shots`` (no weights: colour-histogram cuts, every
-    shot its own room, all frames indoor) or ``clip`` (CLIP zero-shot indoor/outdoor and room type, from local
+    shot its own room, all frames indoor; a cut is a jump of ≥ ``threshold`` × the median across which the
+    thumbnails overlap less than ``max_overlap`` at any shift, and whose new content lasts ``sustain_seconds``
+    while staying ≥ ``min_novelty`` from every frame of the segment so far: a pan within a room is not a cut)
+    or ``clip`` (CLIP zero-shot indoor/outdoor and room type, from local
     weights ``clip_weights``, never downloaded). The rules of ``pcdag.datasets.scene_split`` then smooth labels
     over ``smoothing_seconds``, drop outdoor frames and indoor runs < ``min_indoor_seconds``, merge runs <
     ``merge_run_seconds`` and segments < ``min_segment_seconds`` into neighbours, and drop sequences <
@@ -35,7 +38,7 @@ class SplitScenes(Node):
 
     role = "sources"
     placements = (Placement.OFFLINE,)
-    version = 1
+    version = 2
     expands = True
     per_item = True
     inputs = {"frames": In(VIDEO, doc="decoded frames of one video, with timestamps")}
@@ -61,6 +64,15 @@ class SplitScenes(Node):
         min_seconds: float = param(10.0, SECONDS, unit="s", doc="shorter sequences are dropped")
         threshold: float = param(2.5, in_range(1.0, None), doc="shots: cut jump ≥ this × the median jump")
         min_jump: float = param(0.2, in_range(0.0, 1.0), doc="shots: and ≥ this Hellinger histogram distance")
+        sustain_seconds: float = param(
+            2.0, SECONDS, unit="s", doc="shots: a cut's new content must last this long after the jump"
+        )
+        min_novelty: float = param(
+            0.3, in_range(0.0, 1.0), doc="shots: ... each of those frames this far (Hellinger) from all the segment"
+        )
+        max_overlap: float = param(
+            0.6, in_range(-1.0, 1.0), doc="shots: and the frames around the jump correlate less, at any shift"
+        )
 
     def __post_init__(self) -> None:
         p = self.params
@@ -89,7 +101,14 @@ class SplitScenes(Node):
         p = self.params
         if p.classifier == "clip":
             return fc.ClipClassifier(p.clip_weights, p.clip_model, p.rooms, p.device)
-        return fc.ShotBoundaryClassifier(p.threshold, p.min_jump, window_seconds=p.smoothing_seconds / 2)
+        return fc.ShotBoundaryClassifier(
+            p.threshold,
+            p.min_jump,
+            window_seconds=p.smoothing_seconds / 2,
+            sustain_seconds=p.sustain_seconds,
+            min_novelty=p.min_novelty,
+            max_overlap=p.max_overlap,
+        )
 
     def run(self, rng: np.random.Generator, frames: Frames) -> dict[str, Any]:
         where = f"SplitScenes: video {frames.meta.get('scene', '?')!r}"
@@ -163,7 +182,9 @@ def _part(frames: Frames, seg: ss.Segment, t: np.ndarray, name: str, report: dic
     for key in ("scene", "room"):
         if key in meta:
             meta[key] = f"{meta[key]}/{name}"
-    entry = {**report, "part": name, "segment": meta["segment"], "label": seg.label}
+    video = {f"video_{k}": report[k] for k in ("frames", "seconds")}  # the whole video's, beside this scene's own
+    own = {"frames": seg.stop - seg.start, "seconds": round(seg.seconds, 3)}
+    entry = {**report, **video, **own, "part": name, "segment": meta["segment"], "label": seg.label}
     if names is not None:
         meta["room_type"] = entry["room_type"] = names[seg.label]
     meta["report"] = {**frames.meta.get("report", {}), "SplitScenes": entry}
