@@ -9,8 +9,9 @@ camera-to-world ``poses [F, 4, 4]`` (NaN = not registered) and ``intrinsics [3, 
    percentile of the depths of the ``sparse`` points (the backend's cloud) that project into it, widened by 20 %
    (at least ``MIN_VISIBLE`` points needed); otherwise ``[min_depth, max_depth]`` (in the poses' units).
 3. Sources: the ``mvs_sources`` registered frames with the best score for the triangulation angle they make with
-   the reference at its median depth (best near ``TARGET_ANGLE_DEG``) among those whose optical axis is within
-   ``MAX_VIEW_ANGLE_DEG`` of the reference's (``select_views``).
+   the reference at its median depth (best near ``TARGET_ANGLE_DEG``, between ``MIN_ANGLE_DEG`` and
+   ``MAX_ANGLE_DEG``) among those whose optical axis is within ``MAX_VIEW_ANGLE_DEG`` of the reference's
+   (``select_views``).
 4. ``mvs_sweep.plane_sweep`` over ``mvs_planes`` planes gives a depth and a confidence (aggregated ZNCC) per pixel;
    pixels with confidence below ``mvs_min_zncc`` are dropped.
 5. Geometric consistency: a depth is kept when at least ``mvs_consistent_views`` of the reference's
@@ -38,6 +39,7 @@ MIN_VISIBLE = 20  # sparse points a reference must see to take its depth range f
 TARGET_ANGLE_DEG = 8.0  # preferred triangulation angle between reference and source
 MAX_VIEW_ANGLE_DEG = 50.0  # sources whose optical axis turns more than this from the reference's are not used
 MIN_ANGLE_DEG = 1.0  # below this a source adds no depth information
+MAX_ANGLE_DEG = 40.0  # above this the views see the surface too differently for window matching
 
 
 def device_of(name: str) -> str:
@@ -87,7 +89,8 @@ def depth_range(sparse: np.ndarray, k: np.ndarray, pose: np.ndarray, size: tuple
 def select_views(poses: np.ndarray, ref: int, candidates: np.ndarray, depth: float, count: int) -> np.ndarray:
     """Up to ``count`` of ``candidates`` (frame indices, ``ref`` excluded) for reference ``ref`` at scene depth
     ``depth``, best score first: a Gaussian of the triangulation angle around ``TARGET_ANGLE_DEG`` (wider above),
-    among views within ``MAX_VIEW_ANGLE_DEG`` of the reference's optical axis and at least ``MIN_ANGLE_DEG``."""
+    among views within ``MAX_VIEW_ANGLE_DEG`` of the reference's optical axis and within
+    ``[MIN_ANGLE_DEG, MAX_ANGLE_DEG]`` of triangulation angle."""
     others = candidates[candidates != ref]
     centre, axis = poses[ref, :3, 3], poses[ref, :3, 2]
     point = centre + depth * axis  # where the reference looks, at its median depth
@@ -98,7 +101,7 @@ def select_views(poses: np.ndarray, ref: int, candidates: np.ndarray, depth: flo
     view = np.degrees(np.arccos(np.clip(poses[others, :3, 2] @ axis, -1, 1)))  # [C] optical axes
     sigma = np.where(angle < TARGET_ANGLE_DEG, TARGET_ANGLE_DEG / 2, 2 * TARGET_ANGLE_DEG)
     score = np.exp(-((angle - TARGET_ANGLE_DEG) ** 2) / (2 * sigma**2))
-    ok = (view <= MAX_VIEW_ANGLE_DEG) & (angle >= MIN_ANGLE_DEG)
+    ok = (view <= MAX_VIEW_ANGLE_DEG) & (angle >= MIN_ANGLE_DEG) & (angle <= MAX_ANGLE_DEG)
     order = np.argsort(-np.where(ok, score, -1), kind="stable")
     return others[order[: int(ok.sum())]][:count]
 
@@ -149,13 +152,12 @@ def depth_maps(frames: Frames, poses: np.ndarray, intrinsics: np.ndarray, sparse
     return out
 
 
-def densify(frames: Frames, poses: np.ndarray, intrinsics: np.ndarray, sparse: np.ndarray, params, where: str):
-    """``(cloud, report)``: the fused MVS cloud of ``frames`` with ``poses`` / ``intrinsics`` (see module doc)."""
+def fuse(maps: dict, poses: np.ndarray, params: Any, where: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Consistency-filter the depth maps of ``maps`` (as ``depth_maps`` returns) and fuse the kept pixels:
+    ``(coord [M, 3] float32, color [M, 3] uint8, points kept before fusion)``."""
     from pcdag.nodes.reconstruction.parts import mvs_sweep
     from pcdag.nodes.reconstruction.parts.rgbd import back_project
 
-    start = time.perf_counter()
-    maps = depth_maps(frames, poses, intrinsics, sparse, params, where)
     fusion = VoxelFusion(params.voxel_size, where)
     k_np = maps["k"].double().cpu().numpy()
     for r in maps["refs"]:
@@ -166,11 +168,18 @@ def densify(frames: Frames, poses: np.ndarray, intrinsics: np.ndarray, sparse: n
         )
         keep = ((votes >= params.mvs_consistent_views) & (depth > 0)).cpu().numpy()
         rows, cols = np.nonzero(keep)
-        depth_np = depth.cpu().numpy()
-        points = back_project(depth_np, rows, cols, k_np, poses[r])
+        points = back_project(depth.cpu().numpy(), rows, cols, k_np, poses[r])
         colors = (maps["rgb"][r].permute(1, 2, 0).cpu().numpy()[rows, cols] * 255 + 0.5).astype(np.uint8)
         fusion.add(points, colors)
     coord, color = fusion.result()
+    return coord, color, fusion.points_in
+
+
+def densify(frames: Frames, poses: np.ndarray, intrinsics: np.ndarray, sparse: np.ndarray, params, where: str):
+    """``(cloud, report)``: the fused MVS cloud of ``frames`` with ``poses`` / ``intrinsics`` (see module doc)."""
+    start = time.perf_counter()
+    maps = depth_maps(frames, poses, intrinsics, sparse, params, where)
+    coord, color, consistent = fuse(maps, np.asarray(poses, np.float64), params, where)
     h, w = maps["size"]
     report = {
         "dense": "mvs",
@@ -178,7 +187,7 @@ def densify(frames: Frames, poses: np.ndarray, intrinsics: np.ndarray, sparse: n
         "mvs_depth_range_from_sparse": maps["range_from_sparse"],
         "mvs_image_size": [w, h],
         "mvs_points_before_consistency": maps["conf_kept"],
-        "mvs_points_after_consistency": fusion.points_in,
+        "mvs_points_after_consistency": consistent,
         "mvs_points_after_fusion": len(coord),
         "mvs_device": maps["device"],
         "mvs_seconds": round(time.perf_counter() - start, 3),

@@ -8,7 +8,8 @@ depths evenly spaced in *inverse* depth; each source image is warped onto the re
 and the per-source costs ``1 - ZNCC`` are aggregated per pixel and plane by the mean of the best half of the
 sources (a view that is occluded or out of frame does not spoil the others). A 3x3 box over the aggregated cost of
 each plane is the light spatial aggregation; the winner plane per pixel is refined to sub-plane precision by a
-parabola through its neighbours' costs. Confidence = ``1 - cost`` at the winner (the aggregated ZNCC, in [-1, 1]).
+parabola through its neighbours' costs. Confidence = ``1 - cost`` at the winner (the aggregated ZNCC, in [-1, 1]),
+or -1 where the reference window is flat (standard deviation below ``MIN_TEXTURE_STD``).
 Planes are processed in chunks of ``chunk`` so that memory is ``O(chunk x sources x pixels)``.
 
 ``consistency_votes``: for each pixel of a reference depth map, how many neighbouring depth maps agree with it,
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 INVALID_COST = 2.0  # 1 - ZNCC of a pixel whose warp leaves the source image (worst possible ZNCC, -1)
+MIN_TEXTURE_STD = 0.01  # reference windows flatter than this (grey in [0, 1]) get confidence -1: ZNCC is noise there
 
 
 def scale_intrinsics(k: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
@@ -117,7 +119,8 @@ def plane_sweep(
     inv = inv_depths[0] + (inner.to(inv_depths.dtype) + offset.clamp(-0.5, 0.5).to(inv_depths.dtype)) * step
     interior = (index > 0) & (index < n_planes - 1) & (inv > 0)
     depth = torch.where(interior, 1 / inv.clamp_min(1e-12), torch.zeros_like(inv)).to(ref.dtype)
-    return depth, 1 - best_cost
+    flat = (_box(ref * ref, window) - _box(ref, window) ** 2)[0, 0] < MIN_TEXTURE_STD**2  # [h, w]
+    return depth, torch.where(flat, torch.full_like(best_cost, -1.0), 1 - best_cost)
 
 
 def consistency_votes(
