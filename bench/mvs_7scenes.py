@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=7)
     parser.add_argument("--min-zncc", type=float, default=0.5)
     parser.add_argument("--consistent", type=int, default=2)
-    parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument("--tolerance", type=float, default=0.04)
     parser.add_argument("--voxel", type=float, default=0.01)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

@@ -1,5 +1,9 @@
 """Dense ``mvs`` step: plane sweep, consistency votes and fusion on synthetic textured planes (exact answers known),
-parameter errors, and the real 7-Scenes sequence (colour + ground-truth poses) against its RGB-D fused cloud."""
+parameter errors, and the real 7-Scenes sequence (colour + ground-truth poses) against its RGB-D fused cloud.
+
+7-Scenes test (frames 0-45, every 3rd, 128x96, 32 planes, 3 sources): measured 53,248 points, median distance to the
+RGB-D cloud 3.58 cm, 33.6 % of RGB-D points within 5 cm; the bounds below leave margin (about 40 s of CPU).
+"""
 
 from __future__ import annotations
 
@@ -185,7 +189,7 @@ COLOUR_FOCAL = 525.0  # 7-Scenes' colour camera (not registered to depth; the gi
 
 
 def test_seven_scenes_colour_only_against_rgbd(shared_data):
-    source = RGBDSequenceSource(root=str(shared_data / "rgbd-7scenes"), frame_step=15)  # 20 frames
+    source = RGBDSequenceSource(root=str(shared_data / "rgbd-7scenes"), frame_step=3, max_frames=16)  # frames 0-45
     frames = source.load(source.scenes()[0])
     reference = Reconstruct(backend="rgbd", voxel_size=0.01).run(np.random.default_rng(0), frames=frames)
     reference = reference["cloud"]["coord"]
@@ -193,12 +197,18 @@ def test_seven_scenes_colour_only_against_rgbd(shared_data):
     k[0, 0] = k[1, 1] = COLOUR_FOCAL
     colour = attrs.evolve(frames, depths=None, intrinsics=k)
     p = params(
-        voxel_size=0.01, min_depth=0.3, max_depth=5.0, mvs_max_image_size=128, mvs_planes=32, mvs_reference_stride=1
+        voxel_size=0.01,
+        min_depth=0.3,
+        max_depth=5.0,
+        mvs_max_image_size=128,
+        mvs_planes=32,
+        mvs_sources=3,
+        mvs_reference_stride=1,
     )
     cloud, report = mvs.densify(colour, frames.poses, k, np.empty((0, 3)), p, "7-Scenes")
     points = cloud["coord"]
     accuracy = float(np.median(cKDTree(reference).query(points)[0]))
     completeness = float(np.mean(cKDTree(points).query(reference)[0] <= 0.05))
     print(f"{len(points)} points, accuracy {accuracy:.4f} m, completeness {completeness:.3f}, {report}")
-    assert report["mvs_reference_frames"] == 20 and len(points) > 5000
-    assert accuracy < 0.05 and completeness > 0.1
+    assert report["mvs_reference_frames"] == 16 and len(points) > 30_000
+    assert accuracy < 0.05 and completeness > 0.25  # measured: see the module docstring

@@ -76,7 +76,7 @@ class Reconstruct(Node):
         mvs_min_zncc: float = param(0.5, in_range(-1.0, 1.0), doc="mvs: keep pixels whose aggregated ZNCC is above")
         mvs_consistent_views: int = param(2, integer(0, 16), doc="mvs: neighbour depth maps that must agree")
         mvs_consistency_tolerance: float = param(
-            0.02, in_range(0.0, 1.0, lo_open=True), doc="mvs: agreement as a fraction of depth"
+            0.04, in_range(0.0, 1.0, lo_open=True), doc="mvs: agreement as a fraction of depth"
         )
 
     def __post_init__(self) -> None:
