@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
 from pcdag.nodes.reconstruction.parts import mvs, mvs_sweep
+from pcdag.nodes.reconstruction.parts.base import Reconstruction
 from pcdag.nodes.reconstruction.parts.rgbd import back_project
 from pcdag.nodes.reconstruction.reconstruct import Reconstruct
 from pcdag.nodes.sources.rgbd_sequence import RGBDSequenceSource
@@ -154,6 +156,22 @@ def test_densify_a_textured_plane_end_to_end():
     assert np.median(distance) < 0.01 * 2.0 and len(cloud) > 0.3 * 6 * H * W
     assert report["mvs_reference_frames"] == 6 and report["mvs_points_after_fusion"] == len(cloud)
     assert report["mvs_points_before_consistency"] >= report["mvs_points_after_consistency"] == len(cloud)
+
+
+def test_after_backend_replaces_the_sparse_cloud_with_the_estimated_cameras():
+    rng = np.random.default_rng(4)
+    plane, poses = rig(rng, 6, 2.0)
+    frames = Frames(np.stack([plane.image(p) for p in poses]), [f"f{i}" for i in range(6)], meta={"scene": "plane"})
+    rows, cols = rng.integers(0, H, 40), rng.integers(0, W, 40)
+    sparse = back_project(plane.depth(poses[0]).astype(np.float32), rows, cols, K, poses[0])  # SfM-like points
+    estimated = poses.copy()
+    estimated[5] = np.nan  # not registered: never a reference nor a source
+    result = Reconstruction(PointCloud({"coord": sparse}), estimated, K, {"frames_registered": 5})
+    out = mvs.after_backend(frames, result, params(voxel_size=0.0, mvs_reference_stride=1, mvs_planes=48))
+    distance = np.abs(out.cloud["coord"].astype(np.float64) @ plane.normal - plane.offset)
+    assert np.median(distance) < 0.02 and out.report["sparse_points"] == 40
+    assert out.report["frames_registered"] == 5 and out.report["mvs_reference_frames"] == 5
+    assert out.report["mvs_depth_range_from_sparse"] == 5  # every reference sees the sparse points
 
 
 def test_views_are_chosen_by_triangulation_angle():
