@@ -40,6 +40,8 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
         meta = json.loads((s.scene_dir(scene) / "pcdag.json").read_text())
         report = meta["report"]
         assert report["Reconstruct"]["backend"] == "sfm" and report["Reconstruct"]["frames_registered"] >= 15
+        recon = report["Reconstruct"]  # the graph's dense step: MVS on the SfM cameras, denser than SfM's points
+        assert recon["dense"] == "mvs" and recon["mvs_points_after_fusion"] > recon["sparse_points"] > 0
         assert report["AlignZUp"]["plane_found"] and report["SplitScenes"]["kept"] == 2
         assert 2.835 <= report["AlignScale"]["diagonal_after"] <= 15.2  # the ScanNet range the paper draws from
         assert report["scale"]["units"] == "drawn" and report["scale"]["before"]["units"] == "arbitrary"  # SfM

@@ -3,6 +3,8 @@
 Parameters of all backends live here (flat, with the backend they belong to in their doc); the math lives in
 ``parts/rgbd.py`` (depth back-projection + voxel fusion), ``parts/sfm.py`` (pycolmap structure from motion) and
 ``parts/feedforward.py`` (π³ / VGGT-style point-map networks), with chunking and stitching in ``parts/chunks.py``.
+``dense: mvs`` then replaces the sparse cloud of ``sfm`` by a dense one from plane-sweep stereo on the posed colour
+frames (``parts/mvs.py``, kernels in ``parts/mvs_sweep.py``).
 
 When any frame has a pose (known, or estimated by the backend), the cloud's ``meta["camera_up"]`` is the registered
 cameras' mean image-up direction in the cloud's frame and ``meta["camera_up_agreement"]`` how well they agree
@@ -57,17 +59,42 @@ class Reconstruct(Node):
         weights: str | None = param(
             None, OPTIONAL_STR, doc="feedforward: local weights file (state dict)", path="in-file"
         )
-        device: str = param("auto", one_of("auto", "cpu", "cuda"), doc="feedforward: where the network runs")
+        device: str = param("auto", one_of("auto", "cpu", "cuda"), doc="feedforward / mvs: where torch runs")
         chunk_frames: int = param(0, integer(0, None), doc="frames per chunk (0 = from memory_budget)")
         chunk_overlap: int = param(8, integer(2, None), doc="frames shared by consecutive chunks")
         memory_budget: float = param(8.0, in_range(0.1, None), unit="GiB", doc="per-chunk working memory")
         sfm_max_image_size: int = param(640, integer(64, None), unit="px", doc="sfm: longest image side")
         sfm_overlap: int = param(10, integer(1, None), doc="sfm: sequential matching window")
+        dense: str = param(
+            "none", one_of("none", "mvs"), doc="none: the backend's cloud; mvs: plane-sweep stereo on the posed frames"
+        )
+        mvs_reference_stride: int = param(2, integer(1, None), doc="mvs: a depth map for every n-th posed frame")
+        mvs_sources: int = param(4, integer(1, 16), doc="mvs: source views per reference (and consistency views)")
+        mvs_planes: int = param(64, integer(3, 1024), doc="mvs: depth planes, even in inverse depth")
+        mvs_max_image_size: int = param(320, integer(16, None), unit="px", doc="mvs: longest image side")
+        mvs_window: int = param(7, integer(3, 31), unit="px", doc="mvs: ZNCC window side (odd)")
+        mvs_min_zncc: float = param(0.5, in_range(-1.0, 1.0), doc="mvs: keep pixels whose aggregated ZNCC is above")
+        mvs_consistent_views: int = param(2, integer(0, 16), doc="mvs: neighbour depth maps that must agree")
+        mvs_consistency_tolerance: float = param(
+            0.04, in_range(0.0, 1.0, lo_open=True), doc="mvs: agreement as a fraction of depth"
+        )
 
     def __post_init__(self) -> None:
         p = self.params
         if p.chunk_frames and p.chunk_overlap >= p.chunk_frames:
             raise ValueError(f"chunk_overlap = {p.chunk_overlap} must be smaller than chunk_frames = {p.chunk_frames}")
+        if p.dense == "mvs" and p.backend != "sfm":
+            raise ValueError(
+                f"dense 'mvs' runs on the posed colour frames after backend 'sfm'; backend {p.backend!r} already "
+                "gives a dense cloud (use dense: none)"
+            )
+        if p.mvs_window % 2 == 0:
+            raise ValueError(f"mvs_window = {p.mvs_window} must be odd")
+        if p.mvs_consistent_views > p.mvs_sources:
+            raise ValueError(
+                f"mvs_consistent_views = {p.mvs_consistent_views} cannot exceed mvs_sources = {p.mvs_sources} "
+                "(the neighbours checked)"
+            )
         if p.backend == "feedforward" and not p.model:
             raise ValueError("backend 'feedforward' needs model = 'package.module:factory' (and local weights)")
 
@@ -87,6 +114,10 @@ class Reconstruct(Node):
         from pcdag.nodes.reconstruction.parts.chunks import reconstruct_in_chunks
 
         result = reconstruct_in_chunks(frames, backend(self.params.backend), self.params, rng)
+        if self.params.dense == "mvs":
+            from pcdag.nodes.reconstruction.parts.mvs import after_backend
+
+            result = after_backend(frames, result, self.params)
         cloud = result.cloud
         carried = {k: v for k, v in frames.meta.items() if k != "report"}  # scene, split, room, segment, ...
         cloud.meta.update(carried)
