@@ -6,13 +6,22 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pcdag.cli import main
 from pcdag.datasets.roomvideo import write_video_folder
+from pcdag.datasets.video import read_cameras
 from pcdag.runtime.store import SceneStore
 
 pytestmark = pytest.mark.slow
+
+
+def angle_deg(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1.0, 1.0))))
+
+
 GRAPH = Path(__file__).resolve().parents[1] / "graphs" / "roomtours.yaml"
 # generated videos are seconds long, not minutes: the durations of the splitting rules scale down with them
 SHORT = ["videos.skip_seconds=0", "videos.fps=0", "split.label_fps=0", "split.min_seconds=2",
@@ -64,3 +73,28 @@ def test_videos_become_aligned_scenes_in_a_store(tmp_path: Path, capsys) -> None
     assert main(train) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["unmask/pairs"] > 0 and r["loss"] > 0 for r in records)
+
+
+def test_one_room_video_becomes_one_upright_dense_scene(tmp_path: Path, capsys) -> None:
+    """One generated room, the whole of roomtours.yaml with its defaults (SfM without known cameras, then dense
+    multi-view stereo): one scene, upright, dense. Gravity is checked through the cameras: the true mean image-up of
+    the rendered cameras is a° from the room's up and the output's (AlignZUp turns it with the scene) is b° from +z,
+    so the output's +z is within a + b of the true up (the similarity from the room to the output keeps angles)."""
+    videos, store = tmp_path / "videos", tmp_path / "store"
+    write_video_folder(videos, 1, seed=3, n_rooms=1, n_frames=48)
+    argv = ["preprocess", str(GRAPH), "--quiet", "--set", f"videos.root={videos}",
+            "--set", f"store.path={store}"] + [a for s in SHORT for a in ("--set", s)]  # fmt: skip
+    assert main(argv) == 0
+    assert re.search(r"1 scenes: 1 done, 0 skipped, 0 failed", capsys.readouterr().out)
+    s = SceneStore(store)
+    (entry,) = s.entries()
+    meta = json.loads((s.scene_dir(entry.id) / "pcdag.json").read_text())
+    report = meta["report"]
+    recon = report["Reconstruct"]
+    assert recon["dense"] == "mvs" and recon["mvs_points_after_fusion"] > 10 * recon["sparse_points"]  # not sparse
+    cameras = read_cameras(videos / "video_000.mp4")
+    true_up = -cameras["poses"][:, :3, 1].mean(axis=0)  # mean of the cameras' image-up (-y) axes, room frame
+    a = angle_deg(true_up, [0.0, 0.0, 1.0])
+    zup = report["AlignZUp"]
+    b = angle_deg(np.asarray(zup["rotation"]) @ zup["camera_up"], [0.0, 0.0, 1.0])
+    assert zup["gravity"] == "camera prior + plane" and a + b < 3.0, (a, b)
