@@ -67,7 +67,7 @@ class Reconstruct(Node):
             "auto", one_of("auto", "sequential", "exhaustive"), doc="sfm: image pairs (auto: by frame count)"
         )
         sfm_exhaustive_frames: int = param(
-            100, integer(2, None), doc="sfm: auto matches every pair up to this many frames, sequentially above"
+            40, integer(2, None), doc="sfm: auto matches every pair up to this many frames, sequentially above"
         )
         sfm_mapper: str = param("incremental", one_of("incremental", "global"), doc="sfm: COLMAP or GLOMAP mapping")
         sfm_models: str = param(

@@ -1,14 +1,21 @@
-"""The ``sfm`` reconstruction backend: incremental structure from motion with pycolmap (CPU only).
+"""The ``sfm`` reconstruction backend: structure from motion with pycolmap (CPU only).
 
-Evenly spaced frames (at most ``params.max_frames``) are written as PNG images into a temporary folder, shrunk so
-the longest side is at most ``params.sfm_max_image_size``; then SIFT features (one camera shared by all frames),
-sequential matching over ``params.sfm_overlap`` neighbours, and incremental mapping. The largest model wins; its
-sparse points (coloured by COLMAP from the images) are the cloud.
+Evenly spaced frames (at most ``params.max_frames``; with ``params.sfm_blur_drop`` > 0 minus the blurriest, see
+``drop_blurry``) are written as PNG images into a temporary folder, shrunk so the longest side is at most
+``params.sfm_max_image_size``; then SIFT features (one camera shared by all frames), matching (``sfm_matching``:
+every pair for short clips, ``auto`` up to ``sfm_exhaustive_frames``; else sequential over ``sfm_overlap``
+neighbours plus quadratic jumps i + 2^k), and incremental (COLMAP) or global (GLOMAP) mapping (``sfm_mapper``).
+Every model found is listed in the report (frames, points); with ``sfm_models: merged`` the models that share
+frames with the largest are moved into its world and united with it (``sfm_models.py``), with ``largest`` the
+largest alone is kept. The kept models' sparse points (coloured by COLMAP from the images) are the cloud.
+COLMAP's log goes to a file, never to the terminal; its warnings are counted and quoted in the report
+(``colmap_log.py``).
 
 Cameras: with ``params.use_known_cameras`` and ``frames.intrinsics`` the camera is a fixed PINHOLE with those
-intrinsics (not refined); otherwise a SIMPLE_RADIAL camera is estimated. Known poses are not imposed during
-mapping: the finished model is moved onto them by the similarity transform (Umeyama) that best maps the estimated
-camera centres to the known ones, which fixes scale and world frame (the report gives the residual).
+intrinsics (not refined); otherwise a SIMPLE_RADIAL camera is estimated, starting from a focal length of
+``sfm_focal_prior`` x the longest side (COLMAP's default 1.2). Known poses are not imposed during mapping: the
+finished model is moved onto them by the similarity transform (Umeyama) that best maps the estimated camera
+centres to the known ones, which fixes scale and world frame (the report gives the residual).
 
 Conventions: poses camera-to-world in OpenCV axes (as COLMAP's); intrinsics in OpenCV pixel coordinates (pixel
 centres at integers) for the input frames' full resolution. COLMAP puts pixel centres at +0.5; converted here.
