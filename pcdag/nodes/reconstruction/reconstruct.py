@@ -64,7 +64,23 @@ class Reconstruct(Node):
         chunk_overlap: int = param(8, integer(2, None), doc="frames shared by consecutive chunks")
         memory_budget: float = param(8.0, in_range(0.1, None), unit="GiB", doc="per-chunk working memory")
         sfm_max_image_size: int = param(640, integer(64, None), unit="px", doc="sfm: longest image side")
-        sfm_overlap: int = param(10, integer(1, None), doc="sfm: sequential matching window")
+        sfm_overlap: int = param(10, integer(1, None), doc="sfm: sequential matching window (plus i + 2^k jumps)")
+        sfm_matching: str = param(
+            "auto", one_of("auto", "sequential", "exhaustive"), doc="sfm: image pairs (auto: by frame count)"
+        )
+        sfm_exhaustive_frames: int = param(
+            40, integer(2, None), doc="sfm: auto matches every pair up to this many frames, sequentially above"
+        )
+        sfm_mapper: str = param("incremental", one_of("incremental", "global"), doc="sfm: COLMAP or GLOMAP mapping")
+        sfm_models: str = param(
+            "merged", one_of("merged", "largest"), doc="sfm: cloud of the largest model, or of all merged into it"
+        )
+        sfm_blur_drop: float = param(
+            0.0, in_range(0.0, 1.0), doc="sfm: drop frames less sharp than this x their neighbours' median (0 = off)"
+        )
+        sfm_focal_prior: float = param(
+            1.2, in_range(0.1, 10.0), doc="sfm: initial focal length / longest side for an unknown camera"
+        )
         dense: str = param(
             "none", one_of("none", "mvs"), doc="none: the backend's cloud; mvs: plane-sweep stereo on the posed frames"
         )

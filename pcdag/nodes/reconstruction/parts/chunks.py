@@ -377,13 +377,16 @@ INTENSIVE = ("mean", "rms", "scale", "error", "ratio", "fraction")  # name parts
 
 def _merge_reports(reports: list[dict]) -> dict:
     """Backend facts over chunks: counts summed (shared frames count once per chunk), intensive quantities
-    (means, RMS, scales, errors: see ``INTENSIVE``) averaged over chunks, other values the first chunk's."""
+    (means, RMS, scales, errors: see ``INTENSIVE``) averaged over chunks, lists (e.g. sfm's models) concatenated
+    in chunk order, other values the first chunk's."""
     merged: dict = {}
     seen: dict[str, list] = {}
     for report in reports:
         for key, value in report.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 seen.setdefault(key, []).append(value)
+            elif isinstance(value, list):
+                merged[key] = [*merged.get(key, []), *value]
             else:
                 merged.setdefault(key, value)
     for key, values in seen.items():
