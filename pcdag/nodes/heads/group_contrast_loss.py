@@ -13,10 +13,11 @@ segments and sampled pairs (``TwoViewGenerator``) and the math of ``parts/group_
 Only segments with points in both views enter (the loader guarantees it; checked again); a pair counts when both
 its points' segments do. Keys are the pairs of the anchor's own scene unless ``across_scenes`` [I]. The centre
 (``pcdag.ops.centering``) is the module of this node: updated once per forward in training with the teacher
-logits of every rank (λ = ``center_momentum``) [I: DINO-style, in logit space]. Degenerate batches never give NaN:
-no overlap segment (``empty_group`` 1, L_group 0), no counted positive (``empty_contrast`` 1, L_con 0), anchors
-whose scene is all one group (``no_negative``: how many, left out), each logged; the zeros stay connected to the
-student so every parameter gets a (zero) gradient. Teacher values (K, H, C, v_k) take no gradient.
+logits of every rank (λ = ``center_momentum``) [I: DINO-style, in logit space], while the student head is in
+training mode (this node's own module is not trained, so the runtime keeps it in eval mode). Degenerate batches
+never give NaN: no overlap segment (``empty_group`` 1, L_group 0), no counted positive (``empty_contrast`` 1,
+L_con 0), anchors whose scene is all one group (``no_negative``: how many, left out), each logged; the zeros stay
+connected to the student so every parameter gets a (zero) gradient. Teacher values (K, H, C, v_k) take no gradient.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class GroupContrastLoss(DeviceNode):
         step = GroupContrastStep(self.params, batch, inputs["student"], inputs["teacher"], self.type_name())
         directions = ((0, 1), (1, 0)) if self.params.symmetric else ((0, 1),)
         parts = [step.direction(a, b, inputs["head"], inputs["teacher_head"], module) for a, b in directions]
-        if module is not None and module.training:
+        if module is not None and inputs["head"].training:  # this node is not trained: the runtime keeps it in eval
             module.update(torch.cat([d.teacher_logits for d in parts]))  # collective: every rank, every forward
+            ctx.log("center_norm", module.center.norm())
         group = torch.stack([d.group for d in parts]).mean()
         positives = sum(d.contrast.positives for d in parts)
         total = torch.stack([d.contrast.total for d in parts]).sum()

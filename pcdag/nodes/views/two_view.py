@@ -5,9 +5,11 @@ The MSC / GroupContrast loader pipeline (``shared/spec/groupcontrast.md``; [C] =
 
 1. shared by both views: centre shift (``view_transform.centre_shift``) and a scale U[scale] [C];
 2. per view: a sphere crop, the ``crop`` share of the scene's points nearest a random point (at most
-   ``max_points``) [C]; centre shift, rotation about z U[rotate_z_angle] and tilts about x and y
-   U[rotate_xy_angle] (each with its probability, 1 by default), flips of x and of y (p 0.5 each), jitter σ 0.005
-   clipped at 0.02: ``view_transform.transform_view`` without its scale and elastic steps;
+   ``max_points``) [C], the second view's centre a random point of the first view [I: so that views capped at
+   ``max_points`` still overlap; MSC's 60 % crops of whole scenes always do]; centre shift, rotation about z
+   U[rotate_z_angle] and tilts about x and y U[rotate_xy_angle] (each with its probability, 1 by default),
+   flips of x and of y (p 0.5 each), jitter σ 0.005 clipped at 0.02: ``view_transform.transform_view``
+   without its scale and elastic steps;
 3. per view colour: brightness / contrast / saturation / hue jitter applied together with probability
    ``color_jitter_p`` (one coin, as MSC) [C], then Gaussian colour noise N(0, ``color_noise_std``) per point and
    channel with probability ``color_noise_p``, colour / 255;
@@ -133,8 +135,9 @@ class TwoViewGenerator(Node):
         superpoint = np.asarray(cloud["superpoint"], dtype=np.int64)  # [N]
         k = max(1, int(self.view_points(len(coord))))
         rows, views = [], []
-        for _ in range(2):
-            r = nearest_rows(xyz, int(rng.integers(len(coord))), k)  # [k] ascending scene rows
+        for v in range(2):
+            centre = int(rng.integers(len(coord))) if v == 0 else int(rows[0][rng.integers(len(rows[0]))])
+            r = nearest_rows(xyz, centre, k)  # [k] ascending scene rows
             view_xyz, view_normal = transform_view(xyz.take(r, 1), normal.take(r, 1), self.geometry, rng)
             feat = np.concatenate([view_xyz, self._colour(color.take(r, 1), rng), view_normal]).T  # [k, 9]
             rows.append(r)
