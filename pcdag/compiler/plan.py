@@ -131,8 +131,9 @@ class Plan:
             f"loss = Σ weight·term over {', '.join(d.losses)}",
         ]
         if t is not None:
+            opt = f"SGD momentum {t.momentum:g}{' nesterov' if t.nesterov else ''}" if t.optimizer == "sgd" else "AdamW"
             out += [
-                f"  training: {t.steps} steps × {t.global_batch} scenes (global batch); AdamW lr {t.lr:g} "
+                f"  training: {t.steps} steps × {t.global_batch} scenes (global batch); {opt} lr {t.lr:g} "
                 f"(layer decay {t.layer_decay:g}), OneCycle pct {t.pct_start:g}, div {t.div_factor:g}/"
                 f"{t.final_div_factor:g}; weight decay {t.weight_decay_schedule()}; clip {t.clip:g}; "
                 f"precision {t.precision}; checkpoint every {t.checkpoint_every} steps",

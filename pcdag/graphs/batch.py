@@ -9,6 +9,12 @@ Batches follow the Pointcept convention: per-point tensors of all samples concat
     Encoded         a backbone's per-point output for a ``PointBatch`` (port type ``Features``)
 
 View order is scene-major: with ``n`` views per scene, sample ``s * n + v`` is view ``v`` of scene ``s``.
+
+Scene-local ids: a loader node may number things per scene in per-point int64 arrays of its views (-1 = none),
+e.g. the overlap segments 0..P-1 of a scene shared by its two views, and declare them with their count in
+``ViewSample.meta["scene_ids"]`` (``{name: count}``). ``collate_views`` shifts each scene's ids by the counts of
+the scenes before it, so they are unique in the batch, and records the cumulative ends per scene in
+``MultiViewBatch.id_ends[name]`` (ids of scene ``s`` lie in ``id_ends[s-1]..id_ends[s]-1``).
 """
 
 from __future__ import annotations
@@ -95,6 +101,15 @@ class MultiViewBatch:
     scenes: tuple[str, ...]
     n_global: int
     n_local: int
+    id_ends: dict[str, tuple[int, ...]] = attrs.field(factory=dict)  # scene-local ids: cumulative ends per scene
+
+    def id_count(self, name: str) -> int:
+        """Total of the scene-local ids ``name`` in the batch; KeyError naming the ids the batch has."""
+        if name not in self.id_ends:
+            known = ", ".join(sorted(self.id_ends)) or "none"
+            raise KeyError(f"the batch carries no scene-local ids {name!r} (it has {known}); see ViewSample.meta")
+        ends = self.id_ends[name]
+        return ends[-1] if ends else 0
 
     def views(self, kind: str) -> PointBatch:
         if kind == "global":
@@ -176,9 +191,44 @@ def collate_views(samples: Sequence[ViewSample]) -> MultiViewBatch:
                 f"scene {s.scene} has {len(s.global_views)} global + {len(s.local_views)} local views, "
                 f"scene {samples[0].scene} has {n_global} + {n_local}; one batch needs the same view counts"
             )
+    samples, ends = _offset_scene_ids(samples)
     glob = collate_points([v for s in samples for v in s.global_views], " (global views)")
     local = collate_points([v for s in samples for v in s.local_views], " (local views)") if n_local else None
-    return MultiViewBatch(glob, local, tuple(s.scene for s in samples), n_global, n_local)
+    return MultiViewBatch(glob, local, tuple(s.scene for s in samples), n_global, n_local, ends)
+
+
+def _offset_scene_ids(samples: Sequence[ViewSample]) -> tuple[list[ViewSample], dict[str, tuple[int, ...]]]:
+    """Samples whose scene-local id arrays (``meta["scene_ids"]``) are shifted by the earlier scenes' counts
+    (new view dicts; the samples are not modified), and the cumulative ends per scene of every id name."""
+    names = sorted(samples[0].meta.get("scene_ids", {}))
+    for s in samples:
+        if sorted(s.meta.get("scene_ids", {})) != names:
+            raise ValueError(
+                f"scene {s.scene} declares scene-local ids {sorted(s.meta.get('scene_ids', {}))}, scene "
+                f"{samples[0].scene} {names}; one batch needs the same"
+            )
+    if not names:
+        return list(samples), {}
+    start = dict.fromkeys(names, 0)
+    ends: dict[str, list[int]] = {k: [] for k in names}
+    out = []
+    for s in samples:
+        counts = s.meta["scene_ids"]
+        views = []
+        for view in [*s.global_views, *s.local_views]:
+            view = dict(view)
+            for k in names:
+                ids = np.asarray(view[k], dtype=np.int64)  # KeyError names a view without the declared ids
+                if ids.size and (ids.min() < -1 or ids.max() >= counts[k]):
+                    raise ValueError(f"scene {s.scene}: ids {k!r} outside -1..{counts[k] - 1} (count {counts[k]})")
+                view[k] = np.where(ids >= 0, ids + start[k], -1)
+            views.append(view)
+        for k in names:
+            start[k] += int(counts[k])
+            ends[k].append(start[k])
+        n = len(s.global_views)
+        out.append(attrs.evolve(s, global_views=views[:n], local_views=views[n:]))
+    return out, {k: tuple(v) for k, v in ends.items()}
 
 
 @attrs.define(eq=False)

@@ -1,5 +1,7 @@
-"""The optimiser of the training step: AdamW over the trainable modules with layer-wise learning-rate decay,
-a OneCycle learning-rate (and β1) schedule, and a weight-decay schedule.
+"""The optimiser of the training step: AdamW (or SGD, ``settings.train.optimizer``) over the trainable modules
+with layer-wise learning-rate decay, a OneCycle learning-rate schedule (cosine warm-up from ``lr / div_factor``
+to ``lr`` over ``pct_start`` of the steps, then cosine decay; AdamW's β1 cycled with it, SGD's momentum fixed),
+and a weight-decay schedule.
 
 Layer-wise decay: a module may say which layer each parameter belongs to (``layer_ids()``, e.g. the
 encoder blocks of a transformer); a parameter of layer ``i`` of ``n`` gets ``lr · decay^(n − 1 − i)`` (the last
@@ -39,18 +41,20 @@ def param_groups(modules: dict[str, torch.nn.Module], settings: TrainSettings) -
 
 def build_optimizer(
     modules: dict[str, torch.nn.Module], settings: TrainSettings
-) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
     groups = param_groups(modules, settings)
     wd0 = settings.weight_decay_schedule()(0.0)
     for g in groups:
         g["lr"] = settings.lr * g["lr_scale"]
         g["weight_decay"] = wd0
-    opt = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "names"} for g in groups],
-        lr=settings.lr,
-        betas=tuple(settings.betas),
-        fused=all(p.is_cuda for g in groups for p in g["params"]) or None,  # one kernel per step on a GPU
-    )
+    plain = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    fused = all(p.is_cuda for g in groups for p in g["params"]) or None  # one kernel per step on a GPU
+    if settings.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            plain, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov, fused=fused
+        )  # fmt: skip
+    else:
+        opt = torch.optim.AdamW(plain, lr=settings.lr, betas=tuple(settings.betas), fused=fused)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt,
         max_lr=[settings.lr * g["lr_scale"] for g in groups],
@@ -59,7 +63,7 @@ def build_optimizer(
         anneal_strategy="cos",
         div_factor=settings.div_factor,
         final_div_factor=settings.final_div_factor,
-        cycle_momentum=True,
+        cycle_momentum=settings.optimizer == "adamw",
         base_momentum=settings.cycle_momentum[0],
         max_momentum=settings.cycle_momentum[1],
     )

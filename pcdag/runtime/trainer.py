@@ -249,7 +249,8 @@ class _Run:
         params = [p for m in self.module.trainable_modules().values() for p in m.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, self.t.clip if self.t.clip > 0 else math.inf)
         group = self.opt.param_groups[-1]  # the base-rate group (factor 1): what this step used
-        sums.update(lr=group["lr"], weight_decay=group["weight_decay"], beta1=group["betas"][0])
+        momentum = {"beta1": group["betas"][0]} if "betas" in group else {"momentum": group["momentum"]}  # AdamW | SGD
+        sums.update(lr=group["lr"], weight_decay=group["weight_decay"], **momentum)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()

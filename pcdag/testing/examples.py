@@ -235,3 +235,61 @@ def _noise_consistency() -> list:
     student, teacher = features(points, 8, 0), features(points, 8, 1)
     teacher.feat = teacher.feat.detach()
     return [(node("NoiseConsistency"), DeviceExample({"student": student, "teacher": teacher}))]
+
+
+# ------------------------------------------------------------------------------------------------ two-view methods
+
+
+def two_views(scenes: int = 2, seed: int = 0, samples: int = 64) -> MultiViewBatch:
+    """A collated batch of ``TwoViewGenerator`` samples of small rooms whose superpoints are wall / floor cells."""
+    from pcdag.graphs.cloud import PointCloud
+
+    generator = registry.get("TwoViewGenerator")(min_points=50, samples=samples)
+    out = []
+    for s in range(scenes):
+        room = scene(seed * 100 + s, n=400)
+        rng = np.random.default_rng(seed * 100 + s)
+        superpoint = (room[:, 2] > 0.05).astype(np.int64) * 4 + (room[:, 0] > 0.6) * 2 + (room[:, 1] > 0.6)
+        cloud = PointCloud(
+            {
+                "coord": room,
+                "color": rng.integers(0, 256, (len(room), 3)).astype(np.uint8),
+                "normal": np.tile(np.float32([0, 0, 1]), (len(room), 1)),
+                "superpoint": superpoint,
+            },
+            {"scene": f"s{s}"},
+        )
+        out.append(generator.run(rng, cloud=cloud)["views"])
+    return collate_views(out)
+
+
+@device_example("GroupContrastHead")
+def _group_contrast_head() -> list:
+    backbone = tiny_backbone()
+    feat = torch.randn(64, backbone.out_channels, generator=torch.Generator().manual_seed(3))
+    probe = lambda out: out["model"](feat).square().mean() + out["model"].points(feat, True).square().mean()  # noqa: E731
+    out = []
+    for predictor in (True, False):
+        head = node("GroupContrastHead", hidden=32, embed=16, point_embed=8, prototypes=6, predictor=predictor)
+        out.append((head, DeviceExample({"backbone": backbone}, probe=probe, label=f"predictor {predictor}")))
+    return out
+
+
+@device_example("GroupContrastLoss")
+def _group_contrast_loss() -> list:
+    batch, channels = two_views(), 12
+    head = node("GroupContrastHead", hidden=32, embed=16, point_embed=8, prototypes=6, in_channels=channels)
+    head = head.build({})
+    teacher_head = copy.deepcopy(head)
+    teacher = features(batch.global_views, channels, 1)
+    teacher.feat = teacher.feat.detach()
+    student = features(batch.global_views, channels, 2)
+    inputs = {"student": student, "teacher": teacher, "head": head, "teacher_head": teacher_head, "views": batch}
+    out = []
+    for label, params in (
+        ("defaults", {}),
+        ("ablations off", {"centering": False, "confidence": False, "entropy_weights": False, "across_scenes": True}),
+    ):
+        ex = DeviceExample(inputs, frozen=frozenset({"teacher_head"}), label=label)
+        out.append((node("GroupContrastLoss", **params), ex))
+    return out

@@ -100,6 +100,13 @@ def _multi_view(data: Path, tmp: Path) -> tuple[Node, dict]:
     return views, {"cloud": rooms(1)[0]}
 
 
+@maker(RUN_NODES, "TwoViewGenerator")
+def _two_view(data: Path, tmp: Path) -> tuple[Node, dict]:
+    room = rooms(1)[0]
+    room["superpoint"] = room["segment"].astype(np.int64) * 7 + np.arange(len(room)) % 3  # a few per label
+    return node("TwoViewGenerator", min_points=100, samples=256), {"cloud": room}
+
+
 @maker(RUN_NODES, "Reconstruct")
 def _reconstruct(data: Path, tmp: Path) -> tuple[Node, dict]:
     return node("Reconstruct", backend="rgbd", voxel_size=0.05), {"frames": rgbd_frames(data, 60, 4)}
