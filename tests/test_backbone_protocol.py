@@ -173,3 +173,4 @@ def test_extract_uses_the_checkpoint_graphs_own_view_node(tmp_path) -> None:
     assert "segment" in sample.global_views[0]  # the graph's views node has labels: [segment]
     default, what = view_maker(None)
     assert "default parameters" in what and "segment" not in default(cloud).global_views[0]
+    assert what.startswith("MultiViewGenerator")  # of the two view nodes with eval_sample, the eval_default one

@@ -8,6 +8,7 @@ A node class declares, as class attributes, everything the compiler needs before
     version            bump when the math changes: it is part of every cache key downstream
     per_item, expands  runs once per scene/sample (fusable); returns ``Parts`` (one item → several scenes)
     requires           optional importable modules it needs (``spconv``, ``pycolmap``, ``av``)
+    eval_default       views nodes: its default ``eval_sample`` serves weights that carry no graph (one node)
     fields()           which point fields it reads, writes and drops (may depend on parameters)
     path_kinds()       which parameters are paths, and whether each is read or written
 
@@ -96,6 +97,9 @@ class Node:
     expands: ClassVar[bool] = False  # returns ``Parts``: one item becomes several scenes
     per_item: ClassVar[bool] = False  # runs once per scene/sample on one main input: fusable into a chain
     requires: ClassVar[tuple[str, ...]] = ()
+    # a views node with ``eval_sample``: its default-parameter views serve backbone files that carry no graph
+    # (``pcdag extract`` / ``eval`` of foreign weights); at most one registered node type sets it
+    eval_default: ClassVar[bool] = False
     inputs: ClassVar[Mapping[str, In]] = {}
     outputs: ClassVar[Mapping[str, Out]] = {}
     Params: ClassVar[type] = NoParams

@@ -7,8 +7,9 @@
 The backbone is rebuilt by its node with the node's ``feature_params`` (features for every input point; the
 backbone protocol, ``pcdag.graphs.backbone``) and sees the un-augmented view it was trained on: the
 ``eval_sample`` of the loader node that fed the checkpoint graph's training step, as evaluation uses it
-(``pcdag.runtime.evaluate``). A foreign file carries no graph: the one registered view node type that makes
-evaluation views (``eval_sample``) makes them, with its default parameters. The grid sampling keeps the point
+(``pcdag.runtime.evaluate``). A foreign file carries no graph: the registered view node type that makes
+evaluation views (``eval_sample``; the one that sets ``eval_default`` when several do) makes them, with its
+default parameters. The grid sampling keeps the point
 nearest each voxel centre (``pcdag.ops.grid``); missing normals are estimated on the sampled points
 (``pcdag.ops.normals``, k = 32, flipped toward the centroid). The backbone voxelises the sampled points at its own
 grid size; ``grid_size`` here only picks the points (keep them equal).
@@ -155,8 +156,9 @@ def _forward(
 
 
 def default_view_maker() -> tuple[MakeSample, str]:
-    """``(eval_sample, what)`` of the one registered view node type that makes evaluation views, built with its
-    default parameters: the views for a backbone out of a file that carries no graph."""
+    """``(eval_sample, what)`` of the registered view node type that makes evaluation views (the one that sets
+    ``eval_default`` when several have ``eval_sample``), built with its default parameters: the views for a
+    backbone out of a file that carries no graph."""
     found = []
     for name in registry.names():
         if registry.role(name) != "views":
@@ -164,9 +166,14 @@ def default_view_maker() -> tuple[MakeSample, str]:
         cls = registry.get(name)
         if cls is not None and callable(getattr(cls, "eval_sample", None)):
             found.append(cls)
+    if len(found) > 1:
+        found = [c for c in found if getattr(c, "eval_default", False)] or found
     if len(found) != 1:
         names = ", ".join(c.type_name() for c in found) or "none"
-        raise ValueError(f"cannot tell which node makes evaluation views (view nodes with eval_sample: {names})")
+        raise ValueError(
+            f"cannot tell which node makes evaluation views for weights without a graph (view nodes with "
+            f"eval_sample: {names}; exactly one should set eval_default = True)"
+        )
     return found[0]().eval_sample, f"{found[0].type_name()} with default parameters"
 
 

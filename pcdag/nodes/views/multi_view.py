@@ -62,6 +62,7 @@ class MultiViewGenerator(Node):
     Scenes with fewer than ``min_points`` points raise ``CloudError``. ``plot_views(sample, path)`` draws a sample.
     """
 
+    eval_default = True  # its default views (coord, colour, normal) serve weights that carry no graph
     role = "views"
     placements = (Placement.LOADER,)
     per_item = True
