@@ -13,8 +13,9 @@ identities (the no-centering ablation), still with the buffer in the state dict.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from pcdag.ops.distributed import all_reduce
 
 
 class LogitCentering(nn.Module):
@@ -40,7 +41,6 @@ class LogitCentering(nn.Module):
         if not self.enabled:
             return
         total = torch.cat([logits.detach().float().sum(0), logits.new_full((1,), logits.shape[0], dtype=torch.float)])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(total)
+        all_reduce(total)
         if total[-1] > 0:
             self.center.mul_(self.momentum).add_(total[:-1] / total[-1], alpha=1.0 - self.momentum)

@@ -30,19 +30,9 @@ also with no rows of its own (``n_local = 0``): the collectives run in the same 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce (``sum`` or ``max``) over the default group when distributed; identity otherwise."""
-    if _distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t
+from pcdag.ops.distributed import all_reduce
 
 
 class SinkhornKnopp(nn.Module):
@@ -74,16 +64,16 @@ class SinkhornKnopp(nn.Module):
         formed once, at the end. The same arithmetic up to float32 rounding."""
         n_local, k = x.shape  # x: [n, K] float32
         peak = x.max() if n_local else torch.full((), float("-inf"), device=x.device)  # (a fill: no host copy)
-        peak = _all_reduce(peak.reshape(1), "max")  # [1]
+        peak = all_reduce(peak.reshape(1), "max")  # [1]
         e = torch.exp(x - peak)  # [n, K]
         # total mass and global n in one reduction (float64: n stays exact); tensors, so no host sync
         rows = torch.full((), n_local, dtype=torch.float64, device=x.device)  # a fill, not a copy from the host
-        totals = _all_reduce(torch.stack([e.sum().double(), rows]))
+        totals = all_reduce(torch.stack([e.sum().double(), rows]))
         n = totals[1].float()  # [] global number of rows
         b = (1.0 / totals[0].float()).expand(n_local)  # [n] point scales: Q = E / ΣE
         a = torch.ones(k, device=x.device)  # [K] prototype scales
         for _ in range(self.iterations):
-            per_prototype = _all_reduce(a * (b @ e))  # [K] row sums of Q (per prototype, all ranks)
+            per_prototype = all_reduce(a * (b @ e))  # [K] row sums of Q (per prototype, all ranks)
             a = a / (per_prototype * k)
             b = 1.0 / ((e @ a) * n)  # [n]: Q's column sums are b · (E a); each point's mass becomes 1 / n
         return e.mul_(a).mul_((b * n)[:, None])  # [n_local, K] = n · Q

@@ -49,3 +49,15 @@ def backend(name: str) -> Callable:
     if name not in BACKENDS:
         raise ValueError(f"unknown reconstruction backend {name!r}; choose one of {', '.join(BACKENDS)}")
     return importlib.import_module(f"pcdag.nodes.reconstruction.parts.{name}").reconstruct
+
+
+def torch_device(name: str) -> str:
+    """The ``device`` parameter of the torch backends and steps (feedforward, mvs): ``auto`` → ``cuda`` when torch
+    sees one, else ``cpu``; ``cuda`` without one is an error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device; use device: auto or cpu")
+    return name

@@ -47,7 +47,7 @@ import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
-from pcdag.nodes.reconstruction.parts.base import Reconstruction
+from pcdag.nodes.reconstruction.parts.base import Reconstruction, torch_device
 from pcdag.nodes.reconstruction.parts.chunks import VoxelFusion, evenly_spaced, sample_anchors
 from pcdag.nodes.reconstruction.parts.rgbd import depth_edges
 
@@ -80,16 +80,6 @@ def frame_pixels(height: int, width: int, params: Any) -> int:
     """Pixels per frame the network processes (for chunk sizing)."""
     h, w = network_size(height, width, params.pixel_budget, params.patch_multiple)
     return h * w
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device; use device: auto or cpu")
-    return name
 
 
 @functools.lru_cache(maxsize=2)
@@ -240,7 +230,7 @@ def _intrinsics(frames: Frames, params: Any, local: np.ndarray | None, keep: np.
 def reconstruct(frames: Frames, params: Any, rng: np.random.Generator) -> Reconstruction:
     """Points, colours and (when returned) cameras of the frames from one forward pass of the network."""
     where = f"feedforward reconstruction of scene {frames.meta.get('scene', '?')!r}"
-    device = _device(params.device)
+    device = torch_device(params.device)
     network = load_network(params.model, params.weights, device)
     chosen = select_frames(len(frames), params)  # [S] positions in frames
     height, width = frames.size

@@ -33,6 +33,7 @@ import numpy as np
 
 from pcdag.graphs.cloud import PointCloud
 from pcdag.graphs.frames import Frames
+from pcdag.nodes.reconstruction.parts.base import torch_device
 from pcdag.nodes.reconstruction.parts.chunks import VoxelFusion
 
 MIN_VISIBLE = 20  # sparse points a reference must see to take its depth range from them
@@ -40,17 +41,6 @@ TARGET_ANGLE_DEG = 8.0  # preferred triangulation angle between reference and so
 MAX_VIEW_ANGLE_DEG = 50.0  # sources whose optical axis turns more than this from the reference's are not used
 MIN_ANGLE_DEG = 1.0  # below this a source adds no depth information
 MAX_ANGLE_DEG = 40.0  # above this the views see the surface too differently for window matching
-
-
-def device_of(name: str) -> str:
-    """``auto`` → ``cuda`` when torch sees one, else ``cpu``; ``cuda`` without one is an error."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device; use device: auto or cpu")
-    return name
 
 
 def shrink(colors: np.ndarray, max_side: int, device: str) -> tuple[Any, Any, float, float]:
@@ -125,7 +115,7 @@ def depth_maps(frames: Frames, poses: np.ndarray, intrinsics: np.ndarray, sparse
     from pcdag.nodes.reconstruction.parts import mvs_sweep
 
     registered = _check(poses, intrinsics, frames, where)
-    device = device_of(params.device)
+    device = torch_device(params.device)
     rgb, grey, sx, sy = shrink(frames.colors, params.mvs_max_image_size, device)
     h, w = grey.shape[-2:]
     k = mvs_sweep.scale_intrinsics(torch.as_tensor(intrinsics, dtype=torch.float64), sx, sy)
