@@ -58,6 +58,9 @@ def test_groupcontrast_trains_and_resumes(run: Path) -> None:
         assert r["loss/positives"] + r["loss/no_negative"] > 0  # sampled pairs reached the contrast
         assert {"loss/loss", "loss/group", "loss/contrast", "loss/center_norm", "momentum"} <= set(r)
         assert r["momentum"] == pytest.approx(0.8)  # SGD's momentum, fixed
+    # the teacher normalises with batch statistics: its groups differ from the first step (with the student's
+    # near-initial running statistics every segment of every scene fell into one group and the contrast was empty)
+    assert max(r["loss/groups"] for r in records) > 1
 
 
 def test_the_plan_shows_the_chain_and_sgd() -> None:

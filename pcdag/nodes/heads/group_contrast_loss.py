@@ -110,6 +110,7 @@ class GroupContrastLoss(DeviceNode):
         segments, no_negative = sum(d.segments for d in parts), sum(d.contrast.no_negative for d in parts)
         for name, v in (
             ("segments", segments / len(parts)),
+            ("groups", sum(d.groups for d in parts) / len(parts)),
             ("positives", positives / len(parts)),
             ("no_negative", no_negative / len(parts)),
             ("empty_group", float(segments == 0)),

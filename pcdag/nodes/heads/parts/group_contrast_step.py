@@ -23,6 +23,7 @@ class Direction:
     contrast: ContrastSum  # its contrast sum (divide by the positives of all directions)
     teacher_logits: torch.Tensor  # [P', n] uncentred teacher logits of the segments used (for the centre)
     segments: int  # P': overlap segments with points in both views
+    groups: int  # distinct teacher groups among them (1 = every segment in one group: a collapsed teacher)
 
 
 class GroupContrastStep:
@@ -67,9 +68,9 @@ class GroupContrastStep:
         label = torch.full((size,), -1, dtype=torch.int64, device=seg.device)
         conf = torch.zeros(size, device=seg.device)
         label[valid], conf[valid] = group_labels(k_probs)
-        return Direction(
-            group, self._contrast(a, b, head, teacher_head, valid, label, conf), t_logits, int(valid.sum())
-        )
+        contrast = self._contrast(a, b, head, teacher_head, valid, label, conf)
+        groups = len(torch.unique(label[valid]))
+        return Direction(group, contrast, t_logits, int(valid.sum()), groups)
 
     def _contrast(self, a: int, b: int, head: Any, teacher_head: Any, valid, label, conf) -> ContrastSum:
         p, seg = self.p, self.seg
