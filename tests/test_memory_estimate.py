@@ -51,6 +51,26 @@ def test_static_part_counts_weights_gradients_and_adamw_exactly() -> None:
     assert estimate.static == expected
 
 
+@pytest.mark.parametrize(
+    ("sets", "state", "name"),
+    [
+        ((), 8, "AdamW"),
+        (("settings.train.optimizer=sgd", "settings.train.momentum=0.8"), 4, "SGD momentum"),
+        (("settings.train.optimizer=sgd", "settings.train.momentum=0"), 0, "SGD"),
+    ],
+)
+def test_static_part_counts_the_chosen_optimisers_state(sets: tuple[str, ...], state: int, name: str) -> None:
+    plan, entry = lam3c("tiny", *sets)
+    estimate = estimate_memory(plan.device, entry, 2, 10_000, plan.train)
+    module = StepModule(plan.device)
+    expected = 0
+    for node, sub in module.nodes.items():
+        n = sum(p.numel() for p in sub.parameters())
+        expected += n * (8 + state if node in plan.device.trainable else 4)
+    assert estimate.static == expected
+    assert f"(weights, gradients, {name})" in estimate.lines()[0]
+
+
 def test_checkpointing_cuts_the_students_activations_only() -> None:
     plan, entry = lam3c()
     plain = estimate_memory(plan.device, entry, 2, 45_000)

@@ -2,8 +2,9 @@
 
     peak(scenes) = static + CALIBRATION · (Σ saved + max transient)
 
-* static: parameters (4 bytes), and for trained modules their gradients (4) and AdamW's two moments (8), counted
-  exactly on modules built on the meta device (no memory, no initialisation);
+* static: parameters (4 bytes), and for trained modules their gradients (4) and the optimiser's state (AdamW's
+  two moments 8, SGD's momentum buffer 4, plain SGD none: ``optimizer_state_bytes``), counted exactly on modules
+  built on the meta device (no memory, no initialisation);
 * saved / transient: every device node's ``memory`` (``DeviceNode.memory``), walked in graph order with
   expected sizes: the loader node's ``expected_points`` (views per scene) times the scenes per forward, then
   ``FeatureRows`` out of every backbone forward. A node without a model is listed, not counted;
@@ -47,6 +48,7 @@ class MemoryEstimate:
     saved: Mapping[str, float]  # node -> bytes kept for the backward
     transient: Mapping[str, float]  # node -> bytes alive while it runs
     unmodelled: tuple[str, ...]  # device nodes without a memory model
+    optimizer: str = "AdamW"  # what the static part counts the state of
 
     @property
     def activations(self) -> float:
@@ -65,7 +67,7 @@ class MemoryEstimate:
         out = [
             f"memory (estimate, bf16): {self.peak / GIB:.1f} GiB peak for {self.scenes} scene(s) per GPU per forward "
             f"of ~{self.scene_points:,.0f} points (~{self.view_points:,.0f} view points): static "
-            f"{self.static / GIB:.1f} GiB (weights, gradients, AdamW) + {CALIBRATION:g} × activations "
+            f"{self.static / GIB:.1f} GiB (weights, gradients, {self.optimizer}) + {CALIBRATION:g} × activations "
             f"{self.activations / GIB:.1f} GiB"
         ]
         biggest = [kv for kv in sorted(self.saved.items(), key=lambda kv: -kv[1]) if kv[1] > 0][:4]
@@ -82,9 +84,19 @@ class MemoryEstimate:
         return out
 
 
-def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> MemoryEstimate:
+def optimizer_state_bytes(train) -> tuple[float, str]:
+    """(bytes of optimiser state per trained float32 parameter, its name) for ``TrainSettings`` (None: AdamW)."""
+    if train is None or train.optimizer == "adamw":
+        return 8.0, "AdamW"
+    if train.momentum > 0:
+        return 4.0, "SGD momentum"
+    return 0.0, "SGD"
+
+
+def estimate_memory(program, entry_node, scenes: int, scene_points: float, train=None) -> MemoryEstimate:
     """Walk ``program`` (a ``DeviceProgram``) with expected sizes; ``entry_node`` is the loader node whose batch
-    enters the step and must offer ``expected_points(scene_points) -> ViewPoints``."""
+    enters the step and must offer ``expected_points(scene_points) -> ViewPoints``; ``train`` (``TrainSettings``)
+    picks the optimiser whose state is counted (None: AdamW)."""
     import torch
 
     from pcdag.runtime.step import StepModule
@@ -96,9 +108,10 @@ def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> Me
     views = ViewPoints({k: v * scenes for k, v in per_scene.points.items()})
     with torch.device("meta"):
         module = StepModule(program)
+    state, optimizer = optimizer_state_bytes(train)
     static = 0.0
     for name, sub in module.nodes.items():
-        per_param = 16.0 if name in program.trainable else 4.0
+        per_param = 8.0 + state if name in program.trainable else 4.0
         static += per_param * sum(p.numel() for p in sub.parameters())
     sizes: dict[tuple[str, str], object] = {}
     if program.entry is not None:
@@ -116,7 +129,8 @@ def estimate_memory(program, entry_node, scenes: int, scene_points: float) -> Me
             mem = NodeMemory()
         saved[step.name], transient[step.name] = mem.saved, mem.transient
         sizes.update({(step.name, port): size for port, size in mem.outputs.items()})
-    return MemoryEstimate(scenes, scene_points, sum(views.points.values()), static, saved, transient, tuple(unmodelled))
+    points = sum(views.points.values())
+    return MemoryEstimate(scenes, scene_points, points, static, saved, transient, tuple(unmodelled), optimizer)
 
 
 def _has_data_inputs(inputs: Mapping[str, object]) -> bool:
@@ -138,7 +152,7 @@ def plan_estimate(
     where = "given"
     if scene_points is None:
         scene_points, where = _store_scene_points(plan)
-    return estimate_memory(plan.device, plan.node(plan.device.entry[0]), scenes, scene_points), where
+    return estimate_memory(plan.device, plan.node(plan.device.entry[0]), scenes, scene_points, plan.train), where
 
 
 def plan_memory_lines(plan, scenes: int | None = None, scene_points: float | None = None) -> list[str]:

@@ -46,7 +46,7 @@ class EMATeacher(DeviceNode):
     class Params:
         momentum: Any = param([[0, 0.994], [1, 1.0, "cos"]], schedule(0.0, 1.0), doc="EMA momentum m over training")
         batch_norm: str = param(
-            "running", one_of("running", "batch"), doc="BatchNorm statistics: the student's running ones, or each batch's"
+            "running", one_of("running", "batch"), doc="BatchNorm statistics: the student's running ones or the batch's"
         )
 
     def __post_init__(self) -> None:
