@@ -181,3 +181,31 @@ def test_refuses_views_without_overlap_ids():
     bare = batch.replace(global_views=batch.global_views.replace(extra={}))
     with pytest.raises(ValueError, match="GroupContrastLoss: the views carry no 'overlap_segment'.*TwoViewGenerator"):
         run_loss(bare)
+
+
+@pytest.mark.parametrize(("scenes", "samples"), [(2, 256), (1, 1024)])
+def test_memory_model_matches_what_autograd_keeps(scenes: int, samples: int):
+    """memory() against saved-tensor hooks under bf16 autocast: the projector over the view rows, h and h′ over the
+    sampled pairs and the per-scene m × m contrast (the three terms change in different proportions here)."""
+    from pcdag.testing.autograd import saved_bytes
+    from pcdag.testing.device_contract import memory_inputs
+
+    batch, channels = two_views(scenes, samples=samples, points=6000), 96
+    loss = registry.get("GroupContrastLoss")()
+    head = registry.get("GroupContrastHead")(in_channels=channels).build({})
+    teacher = features(batch.global_views, channels, 1)
+    teacher.feat = teacher.feat.detach()
+    inputs = {
+        "student": features(batch.global_views, channels, 2),
+        "teacher": teacher,
+        "head": head,
+        "teacher_head": copy.deepcopy(head),
+        "views": batch,
+    }
+    module = loss.build({"head": head})
+    ctx = StepContext(0, 10, torch.Generator(), torch.device("cpu"))
+    with torch.autocast("cpu", torch.bfloat16):
+        _, measured = saved_bytes(lambda: loss.forward(ctx, module, **inputs))
+    modelled = loss.memory(module, memory_inputs(inputs)).saved
+    assert batch.id_count("pair") == scenes * samples  # the contrast term is exercised at full size
+    assert 0.95 * measured <= modelled <= 1.3 * measured

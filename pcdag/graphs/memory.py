@@ -24,9 +24,16 @@ LEVEL_RATIOS = (1.0, 0.64, 0.26, 0.074, 0.018)
 
 @attrs.frozen
 class ViewPoints:
-    """Expected points per view kind ("global", "local") in one forward of the step."""
+    """Expected points per view kind ("global", "local") in one forward of the step, over ``scenes`` scenes,
+    and the point pairs sampled across views for a contrast (``TwoViewGenerator``'s ``samples`` per scene)."""
 
     points: Mapping[str, float]
+    pairs: float = 0.0
+    scenes: float = 1.0
+
+    def times(self, k: float) -> ViewPoints:
+        """The sizes of ``k`` times as many scenes (each scene alike)."""
+        return ViewPoints({kind: v * k for kind, v in self.points.items()}, self.pairs * k, self.scenes * k)
 
 
 @attrs.frozen

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from pcdag.graphs.memory import NodeMemory, ViewPoints
+from pcdag.graphs.memory import NodeMemory
 
 GIB = 2.0**30
 CALIBRATION = 1.3
@@ -105,7 +105,7 @@ def estimate_memory(program, entry_node, scenes: int, scene_points: float, train
     if expected is None:
         raise ValueError(f"{type(entry_node).__name__} does not say how many points its batch holds")
     per_scene = expected(scene_points)
-    views = ViewPoints({k: v * scenes for k, v in per_scene.points.items()})
+    views = per_scene.times(scenes)
     with torch.device("meta"):
         module = StepModule(program)
     state, optimizer = optimizer_state_bytes(train)

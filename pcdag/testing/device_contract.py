@@ -308,7 +308,9 @@ def memory_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
     for port, value in inputs.items():
         if isinstance(value, MultiViewBatch):
             local = 0 if value.local_views is None else len(value.local_views)
-            sizes[port] = ViewPoints({"global": float(len(value.global_views)), "local": float(local)})
+            points = {"global": float(len(value.global_views)), "local": float(local)}
+            pairs = float(value.id_count("pair")) if "pair" in value.id_ends else 0.0
+            sizes[port] = ViewPoints(points, pairs, float(len(value.scenes)))
         elif isinstance(value, Encoded):
             sizes[port] = FeatureRows(float(len(value)), int(value.feat.shape[1]), True)
         else:

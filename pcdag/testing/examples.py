@@ -240,14 +240,14 @@ def _noise_consistency() -> list:
 # ------------------------------------------------------------------------------------------------ two-view methods
 
 
-def two_views(scenes: int = 2, seed: int = 0, samples: int = 64) -> MultiViewBatch:
+def two_views(scenes: int = 2, seed: int = 0, samples: int = 64, points: int = 400) -> MultiViewBatch:
     """A collated batch of ``TwoViewGenerator`` samples of small rooms whose superpoints are wall / floor cells."""
     from pcdag.graphs.cloud import PointCloud
 
     generator = registry.get("TwoViewGenerator")(min_points=50, samples=samples)
     out = []
     for s in range(scenes):
-        room = scene(seed * 100 + s, n=400)
+        room = scene(seed * 100 + s, n=points)
         rng = np.random.default_rng(seed * 100 + s)
         superpoint = (room[:, 2] > 0.05).astype(np.int64) * 4 + (room[:, 0] > 0.6) * 2 + (room[:, 1] > 0.6)
         cloud = PointCloud(

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 from pcdag.graphs.batch import MultiViewBatch
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
+from pcdag.graphs.memory import FeatureRows, NodeMemory, ViewPoints
 from pcdag.graphs.node import FieldEffect, In, Out, effect
 from pcdag.graphs.params import in_range, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MODEL, MULTI_VIEW_BATCH
@@ -87,6 +88,28 @@ class GroupContrastLoss(DeviceNode):
         if not isinstance(size, int) or not hasattr(head, "prototype_logits"):
             raise ValueError(f"{self.type_name()}: port 'head' needs a GroupContrastHead module, got {type(head)}")
         return LogitCentering(size, self.params.center_momentum, self.params.centering)
+
+    def memory(self, module: nn.Module | None, inputs: Mapping[str, Any]) -> NodeMemory | None:
+        """Bytes of one forward under bf16 autocast, both directions: the student's projector g keeps its input
+        and hidden (2·C + 4·h per overlap-segment row; every row is counted, an upper bound: ~75 % of rows have
+        a segment), the point projector h and predictor h′ the same per sampled pair and direction, and the
+        contrast ~10 bytes per entry of each scene's m × m similarity (m = pairs per scene). The teacher's
+        projector of one view and one m × m block's temporaries live while it runs. Checked against saved-tensor
+        hooks on CPU bf16 autocast (tests/test_group_contrast_loss.py): 1.0–1.3 × what autograd keeps."""
+        student, views, head = inputs.get("student"), inputs.get("views"), inputs.get("head")
+        if not isinstance(student, FeatureRows) or not isinstance(views, ViewPoints) or head is None:
+            return None
+        c, hidden = student.channels, head.projector[0].out_features
+        point_embed = head.point_projector[2].out_features
+        directions = 2 if self.params.symmetric else 1
+        m = views.pairs / max(views.scenes, 1.0)  # pairs per scene
+        per_pair = 2 * c + 4 * hidden + 4 * point_embed
+        if head.predictor is not None and self.params.predictor:
+            per_pair += 2 * point_embed + 4 * hidden + 4 * point_embed
+        rows = student.points * directions / 2  # each direction projects one view's rows
+        saved = rows * (2 * c + 4 * hidden) + directions * (views.pairs * per_pair + views.scenes * 10 * m * m)
+        transient = student.points / 2 * (2 * c + 4 * hidden) + 16 * m * m
+        return NodeMemory(saved=saved, transient=transient)
 
     def forward(self, ctx: StepContext, module: nn.Module | None, **inputs: Any) -> dict[str, Any]:
         import torch

@@ -109,7 +109,7 @@ class TwoViewGenerator(Node):
         return min(float(np.floor(self.params.crop * scene_points)), float(self.params.max_points))
 
     def expected_points(self, scene_points: float) -> ViewPoints:
-        return ViewPoints({"global": 2 * self.view_points(scene_points), "local": 0.0})
+        return ViewPoints({"global": 2 * self.view_points(scene_points), "local": 0.0}, float(self.params.samples))
 
     def run(self, rng: np.random.Generator, **inputs: Any) -> dict[str, Any]:
         cloud: PointCloud = inputs["cloud"]
