@@ -23,6 +23,7 @@ from pcdag.graphs.params import ParamError
 from pcdag.graphs.schedule import Schedule
 from pcdag.graphs.yamlio import dumps_graph
 from pcdag.nodes.teacher.ema import ema_update
+from pcdag.runtime import checkpoint as ckpt
 from pcdag.runtime.checkpoint import list_checkpoints
 from pcdag.runtime.metrics import read_metrics
 from pcdag.runtime.optim import param_groups
@@ -249,3 +250,49 @@ def test_cli_train_help_settings_lists_every_key(capsys) -> None:
     assert main(["train", "x.yaml", "--help-settings"]) == 0
     out = capsys.readouterr().out
     assert all(key in out for key in ("global_batch", "layer_decay", "checkpoint_every", "precision"))
+
+
+PROBE_GRAPH = """
+pcdag: 1
+name: toyprobe
+settings:
+  seed: 5
+  train: {steps: 4, global_batch: 2, batch_per_device: 2, lr: 0.01, checkpoint_every: 2, workers: 0, out: OUT}
+nodes:
+  store: {type: Store, params: {path: STORE, splits: [train]}}
+  views: {type: ToyViews, params: {points: 64}, inputs: {cloud: store}}
+  frozen: {type: ToyBackbone, params: {batch_norm: true, frozen: true}}
+  head: {type: ToyBackbone}
+  encode: {type: Encode, inputs: {model: frozen, views: views}}
+  encode_head: {type: Encode, inputs: {model: head, views: views}}
+  fit: {type: ToyLoss, inputs: {features: encode}}
+  fit_head: {type: ToyLoss, inputs: {features: encode_head}}
+"""
+
+
+def frozen_norm(run: Path) -> dict[str, torch.Tensor]:
+    state = ckpt.load(list_checkpoints(run / "checkpoints")[-1][1])
+    return {k.split(".", 3)[-1]: v for k, v in state["modules"].items() if k.startswith("frozen.net.1.")}
+
+
+@pytest.mark.parametrize("batches", [0, 3])
+def test_recalibrate_bn_re_estimates_the_frozen_modules_statistics_once(store: Path, tmp_path: Path, batches: int):
+    run = tmp_path / "run"
+    graph = PROBE_GRAPH.replace("STORE", str(store)).replace("OUT", str(run))
+    path = tmp_path / "probe.yaml"
+    path.write_text(graph)
+    args = ["train", str(path), "--quiet", "--set", f"settings.train.recalibrate_bn={batches}"]
+    assert main([*args, "--stop-after", "2"]) == 0
+    first = frozen_norm(run)
+    assert main([*args, "--resume"]) == 0
+    norm = frozen_norm(run)
+    assert int(norm["num_batches_tracked"]) == batches  # the frozen module's BatchNorm never ran in train mode
+    if batches == 0:
+        assert torch.equal(norm["running_mean"], torch.zeros(16)) and torch.equal(norm["running_var"], torch.ones(16))
+        return
+    # the statistics of the hidden layer on the data: the toy views are centred scenes of a few metres, so the
+    # first linear layer's outputs have a spread of the order of its weights times metres, far from the initial 1
+    assert not torch.allclose(norm["running_var"], torch.ones(16), atol=0.05)
+    assert (norm["running_var"] > 0).all() and torch.isfinite(norm["running_mean"]).all()
+    for k in first:  # kept by the checkpoint; the resumed run did not recalibrate again
+        assert torch.equal(first[k], norm[k])

@@ -139,6 +139,11 @@ class Plan:
                 f"precision {t.precision}; checkpoint every {t.checkpoint_every} steps",
             ]
             out += [f"    {line}" for line in describe_batching(t)]
+            if t.recalibrate_bn:
+                out.append(
+                    f"    before step 0: BatchNorm statistics of the untrained modules re-estimated over "
+                    f"{t.recalibrate_bn} micro-batches"
+                )
         return out
 
 

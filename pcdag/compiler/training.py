@@ -53,6 +53,13 @@ class TrainSettings:
     )
     out: str = param("runs/{name}-{preset}", of_type(str), doc="run directory ({name}: graph name, {preset}: preset)")
     find_unused_parameters: bool = param(False, one_of(False, True), doc="DDP: allow parameters without grad")
+    recalibrate_bn: int = param(
+        0,
+        integer(0, None),
+        unit="micro-batches",
+        doc="before step 0, re-estimate the BatchNorm statistics of the modules not trained (a probe's frozen "
+        "backbone) over N micro-batches; 0: keep them",
+    )
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimiser step on each GPU so that ``global_batch`` scenes make one step."""

@@ -200,6 +200,8 @@ class _Run:
         batches = iter(self._loader())
         end = self.t.steps if stop_after is None else min(self.t.steps, self.start + stop_after)
         bar = self._bar(end)
+        if self.start == 0 and self.t.recalibrate_bn:
+            self._recalibrate_batch_norm(batches)
         self.module.train()
         path = None
         try:
@@ -218,6 +220,42 @@ class _Run:
             if log is not None:
                 log.close()
         return self._finish(end, path)
+
+    def _recalibrate_batch_norm(self, batches) -> None:
+        """Replace the running statistics of every BatchNorm layer of the untrained modules (a probe's frozen
+        backbone) by their plain average over ``recalibrate_bn`` micro-batches of the run's own data, forward
+        only, everything else in eval mode (Wu & Johnson's "precise BN"). A random or briefly trained BatchNorm
+        backbone otherwise normalises with statistics that do not match its activations, and its features are
+        near-constant. Averaged over ranks; saved with the module, so a resumed run keeps them."""
+        layers = [
+            m
+            for name, module in self.module.nodes.items()
+            if name not in self.plan.device.trainable
+            for m in module.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+        if not layers:
+            return
+        self.module.eval()
+        kept = [layer.momentum for layer in layers]
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None  # cumulative average over the calibration batches
+            layer.train()
+        n = self.t.recalibrate_bn
+        with torch.no_grad():
+            for i in range(n):
+                batch = self._next(batches).to(self.d.device, non_blocking=True)
+                with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    self.module(batch, self._context(0, i))  # no gradient: DDP has nothing to do
+        for layer, momentum in zip(layers, kept, strict=True):
+            layer.momentum = momentum
+            if self.d.world_size > 1:
+                for buf in (layer.running_mean, layer.running_var):
+                    dist.all_reduce(buf)
+                    buf /= self.d.world_size
+        if self.d.main and not self.quiet:
+            print(f"recalibrated {len(layers)} BatchNorm layers of the untrained modules over {n} micro-batches")
 
     def _bar(self, end: int):
         if not self.d.main or self.quiet:

@@ -15,7 +15,7 @@ from pcdag.graphs.batch import Encoded, PointBatch, ViewSample
 from pcdag.graphs.cloud import CloudError, PointCloud
 from pcdag.graphs.device import DeviceNode, LossValue, StepContext
 from pcdag.graphs.node import In, Node, Out
-from pcdag.graphs.params import in_range, integer, param
+from pcdag.graphs.params import in_range, integer, one_of, param
 from pcdag.graphs.ports import FEATURES, LOSS, MODEL, MULTI_VIEW_BATCH, POINT_CLOUD, Placement
 from pcdag.graphs.schedule import Schedule, schedule
 
@@ -45,20 +45,23 @@ class ToyViews(Node):
 
 
 class ToyMLP(torch.nn.Module):
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, batch_norm: bool = False) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.GELU(), torch.nn.Linear(width, 3))
+        norm = [torch.nn.BatchNorm1d(width, momentum=0.01)] if batch_norm else []
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, width), *norm, torch.nn.GELU(), torch.nn.Linear(width, 3))
         self.out_channels = 3
 
     def forward(self, points: PointBatch) -> Encoded:
         return Encoded(self.net(points.feat), points.coord, points.origin_coord, points.offset)
 
     def layer_ids(self) -> dict[str, tuple[int, int]]:
-        return {"net.0.weight": (0, 2), "net.0.bias": (0, 2), "net.2.weight": (1, 2), "net.2.bias": (1, 2)}
+        last = str(len(self.net) - 1)
+        return {name: (1 if name.split(".")[1] == last else 0, 2) for name, _ in self.named_parameters()}
 
 
 class ToyBackbone(DeviceNode):
-    """A point-wise MLP 3 → width → 3."""
+    """A point-wise MLP 3 → width → 3 (a BatchNorm after the first layer with ``batch_norm``; not trained with
+    ``frozen``)."""
 
     role = "backbones"
     outputs = {"model": Out(MODEL)}
@@ -66,9 +69,15 @@ class ToyBackbone(DeviceNode):
     @attrs.frozen
     class Params:
         width: int = param(16, integer(1, None))
+        batch_norm: bool = param(False, one_of(False, True))
+        frozen: bool = param(False, one_of(False, True))
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        return not self.params.frozen
 
     def build(self, inputs: Any) -> torch.nn.Module:
-        return ToyMLP(self.params.width)
+        return ToyMLP(self.params.width, self.params.batch_norm)
 
     def forward(self, ctx: StepContext, module: torch.nn.Module | None, **inputs: Any) -> dict[str, Any]:
         return {"model": module}
