@@ -85,3 +85,21 @@ def test_the_linear_probe_takes_the_groupcontrast_backbone(run: Path, superpoint
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["evaluators"]["evaluate"]["miou"] <= 1.0
+
+
+@pytest.mark.parametrize("fields", [["color", "normal", "superpoint"], None])
+def test_a_store_without_superpoints_is_refused_at_compile_time(tmp_path: Path, fields) -> None:
+    """The graph asks for ``superpoint``; a written store that lacks it is refused before anything runs, naming
+    the node that reads it and the node type that would add it (whether or not ``fields`` lists it)."""
+    from pcdag.graphs import GraphError
+    from pcdag.graphs.overrides import apply_overrides
+
+    store = tmp_path / "store"
+    store.mkdir()
+    scene = {"scene": "s0", "split": "train", "n_points": 10, "fields": ["coord", "color", "normal", "segment"]}
+    (store / "manifest.json").write_text(json.dumps({"scenes": [scene]}))
+    graph = apply_overrides(load_graph(GRAPH), {"store.path": str(store), "store.fields": fields})
+    with pytest.raises(GraphError) as caught:
+        compile_graph(graph)
+    text = str(caught.value)
+    assert "missing-field" in text and "'superpoint'" in text and "'views'" in text and "Oversegment" in text

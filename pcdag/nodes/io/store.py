@@ -55,10 +55,13 @@ class Store(Node):
         return tuple(self.params.splits)
 
     def source_fields(self) -> frozenset[str] | None:
-        """Read side: the ``fields`` parameter, else what the store's manifest lists, else unknown."""
-        if self.params.fields is not None:
-            return frozenset(["coord", *self.params.fields])
-        return self.stored_fields()
+        """Read side: the ``fields`` parameter, of those the store's manifest lists when it is written (so that a
+        field the store lacks is refused at compile time by the node that needs it), else unknown."""
+        stored = self.stored_fields()
+        if self.params.fields is None:
+            return stored
+        declared = frozenset(["coord", *self.params.fields])
+        return declared if stored is None else declared & stored
 
     def plan_notes(self) -> list[str]:
         scenes = self._manifest_scenes()
