@@ -23,7 +23,7 @@ class Direction:
     contrast: ContrastSum  # its contrast sum (divide by the positives of all directions)
     teacher_logits: torch.Tensor  # [P', n] uncentred teacher logits of the segments used (for the centre)
     segments: int  # P': overlap segments with points in both views
-    groups: int  # distinct teacher groups among them (1 = every segment in one group: a collapsed teacher)
+    groups: torch.Tensor  # scalar: distinct teacher groups among them (1: a collapsed teacher); no host read
 
 
 class GroupContrastStep:
@@ -67,10 +67,11 @@ class GroupContrastStep:
         group = grouping_loss(q_logits, k_probs, p.entropy_weights) + 0.0 * z_q.sum()
         label = torch.full((size,), -1, dtype=torch.int64, device=seg.device)
         conf = torch.zeros(size, device=seg.device)
-        label[valid], conf[valid] = group_labels(k_probs)
+        k_label, k_conf = group_labels(k_probs)  # [P'] each
+        label[valid], conf[valid] = k_label, k_conf
+        used = torch.zeros(k_probs.shape[1], device=k_probs.device).index_fill_(0, k_label, 1.0)  # [n]
         contrast = self._contrast(a, b, head, teacher_head, valid, label, conf)
-        groups = len(torch.unique(label[valid]))
-        return Direction(group, contrast, t_logits, int(valid.sum()), groups)
+        return Direction(group, contrast, t_logits, int(valid.sum()), used.sum())
 
     def _contrast(self, a: int, b: int, head: Any, teacher_head: Any, valid, label, conf) -> ContrastSum:
         p, seg = self.p, self.seg
