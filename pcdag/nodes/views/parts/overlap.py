@@ -19,6 +19,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from pcdag.ops.kdtree import build_tree
+
 OVERLAP_METHODS = ("radius", "index")
 
 
@@ -42,16 +44,13 @@ def match_pairs(
         return ia.astype(np.int64), ib.astype(np.int64), (inside[0], inside[1])
     if method != "radius":
         raise ValueError(f"overlap method {method!r}: use one of {', '.join(OVERLAP_METHODS)}")
-    from scipy.spatial import cKDTree
-
-    tree_b = cKDTree(origin[1])
-    dist, nearest = tree_b.query(origin[0], k=1, distance_upper_bound=radius)  # [n_a]; miss: inf, n_b
+    dist, nearest = build_tree(origin[1]).query(origin[0], k=1, distance_upper_bound=radius)  # [n_a]; miss: inf
     hit = np.isfinite(dist)
     ia = np.flatnonzero(hit)
     ib = nearest[hit].astype(np.int64)
     ib, first = np.unique(ib, return_index=True)  # a point of view b claimed twice keeps its first claimant
     ia = ia[first]
-    inside_b = np.isfinite(cKDTree(origin[0]).query(origin[1], k=1, distance_upper_bound=radius)[0])  # [n_b]
+    inside_b = np.isfinite(build_tree(origin[0]).query(origin[1], k=1, distance_upper_bound=radius)[0])  # [n_b]
     return ia.astype(np.int64), ib, (hit, inside_b)
 
 
